@@ -14,6 +14,7 @@ dropped block is preceded in (distance, index) order by the best row of each
 of the k kept blocks.
 """
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +24,8 @@ from rs_jax import hashing
 
 # Bound on the number of query x database distances held at once per device.
 MAX_ELEMENTS = 1 << 24
-BLOCK_SIZE = 256
+# Upper bound on rows per block of the Hamming block-minimum pass.
+BLOCK_SIZE = 512
 
 
 def _check_k(k, n, what="database"):
@@ -39,40 +41,118 @@ def _merge(dist, idx, k):
   return dist[:, :k], idx[:, :k]
 
 
+def _block_size(n, k, block_size):
+  """Rows per block: about sqrt(n / k) (balances the two passes), a power of
+  two, at most `block_size`, and small enough that there are >= k blocks."""
+  b = 1 << max(0, round(math.log2(max(n / k, 1)) / 2))
+  return max(1, min(b, block_size, n // k))
+
+
+def _smallest_k(values, k, num_values):
+  """Exact k smallest entries per row, ordered by (value, position).
+
+  Never sorts a row: a binary search over the value range finds the k-th
+  smallest value t, then one prefix sum ranks the entries below t and the ties
+  at t (lowest positions first), and a scatter compacts the k chosen ones.
+
+  Args:
+    values: int[R, M] with entries in [0, num_values).
+  Returns:
+    (int32[R, k] values, int32[R, k] positions).
+  """
+  rows, m = values.shape
+  lo = jnp.zeros((rows, 1), jnp.int32)
+  hi = jnp.full((rows, 1), num_values - 1, jnp.int32)
+  for _ in range((num_values - 1).bit_length()):
+    mid = (lo + hi) // 2
+    enough = jnp.sum(values <= mid.astype(values.dtype), axis=1,
+                     keepdims=True) >= k
+    hi, lo = jnp.where(enough, mid, hi), jnp.where(enough, lo, mid + 1)
+  t = hi.astype(values.dtype)
+  below, ties = values < t, values == t
+  need = k - jnp.sum(below, axis=1, keepdims=True, dtype=jnp.int32)
+  # One prefix sum counts both: below in the low 16 bits, ties above them.
+  counts = jnp.cumsum(below.astype(jnp.int32) + (ties.astype(jnp.int32) << 16),
+                      axis=1)
+  below_before, ties_before = counts & 0xFFFF, counts >> 16
+  chosen = below | (ties & (ties_before <= need))
+  slot = jnp.where(chosen, below_before + jnp.minimum(ties_before, need) - 1, k)
+  pos = jnp.zeros((rows, k), jnp.int32).at[
+      jnp.arange(rows)[:, None], slot].set(
+          jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32), (rows, m)),
+          mode="drop")
+  vals = jnp.take_along_axis(values, pos, axis=1).astype(jnp.int32)
+  return jax.lax.sort((vals, pos), dimension=1, num_keys=2)
+
+
+def _block_minima(q, db, b, unroll_planes=64):
+  """Min Hamming distance of each query to each block of b consecutive rows.
+
+  q: uint32[Q, W]; db: uint32[num_blocks * b, W] -> uint8[Q, num_blocks]
+  (uint16 for codes over 224 bits). Codes are split into byte planes and
+  laid out as [4W, b, num_blocks]; the loop runs over the position inside a
+  block, so each step is a contiguous [Q, num_blocks] XOR / popcount / min
+  in narrow integer lanes, and no [Q, N] distance matrix is ever stored.
+  """
+  w = db.shape[1]
+  num_blocks = db.shape[0] // b
+  dtype = jnp.uint8 if 32 * w < 255 else jnp.uint16
+  qb = jax.lax.bitcast_convert_type(q, jnp.uint8).reshape(q.shape[0], 4 * w)
+  planes = jax.lax.bitcast_convert_type(db, jnp.uint8).reshape(
+      num_blocks, b, 4 * w).transpose(2, 1, 0)
+  # Unroll the loop to about `unroll_planes` plane XORs per step.
+  unroll = math.gcd(b, 1 << max(0, (unroll_planes // (4 * w)).bit_length() - 1))
+
+  def body(step, best):
+    rows = jax.lax.dynamic_slice_in_dim(planes, step * unroll, unroll, axis=1)
+    for u in range(unroll):
+      d = sum(jax.lax.population_count(qb[:, p, None] ^ rows[p, u][None])
+              .astype(dtype) for p in range(4 * w))
+      best = jnp.minimum(best, d)
+    return best
+
+  init = jnp.full((q.shape[0], num_blocks), jnp.iinfo(dtype).max, dtype)
+  return jax.lax.fori_loop(0, b // unroll, body, init)
+
+
+def _hamming_local(q, db, num_valid, *, k, block_size):
+  """Exact top-k of uint32[Q, W] against uint32[n, W], in two passes.
+
+  Pass 1 finds the k blocks of b consecutive rows with the smallest (minimum
+  distance, block index); pass 2 ranks their k * b rows. Rows at index >=
+  num_valid (a traced scalar) are padding and rank last.
+  Returns (int32[Q, k], int32[Q, k]) with local row indices.
+  """
+  n, w = db.shape
+  sentinel = 32 * w + 1
+  b = _block_size(n, k, block_size)
+  num_blocks = -(-n // b)
+  db = jnp.pad(db, ((0, num_blocks * b - n), (0, 0)))
+  num_valid = jnp.clip(num_valid, 0, n)
+  minima = _block_minima(q, db, b).astype(jnp.int32)
+  # Padding is a suffix of the rows: blocks past it rank last, and the block
+  # it starts in is recomputed without it.
+  start = jnp.arange(num_blocks, dtype=jnp.int32) * b
+  minima = jnp.where(start < num_valid, minima, sentinel)
+  rows = num_valid // b * b + jnp.arange(b, dtype=jnp.int32)
+  d = _popcount_xor(q.T[:, :, None], db[jnp.minimum(rows, num_blocks * b - 1)].T[:, None, :])
+  minima = minima.at[:, num_valid // b].set(
+      jnp.min(jnp.where(rows < num_valid, d, sentinel), axis=1), mode="drop")
+  _, blocks = _smallest_k(minima, k, sentinel + 1)
+  blocks = jnp.sort(blocks, axis=1)  # candidates in ascending row order
+
+  cand = (blocks[:, :, None] * b + jnp.arange(b, dtype=jnp.int32)).reshape(
+      q.shape[0], k * b)
+  d = _popcount_xor(q.T[:, :, None], db[cand].transpose(2, 0, 1))
+  dist, pos = _smallest_k(jnp.where(cand < num_valid, d, sentinel), k,
+                          sentinel + 1)
+  return dist, jnp.take_along_axis(cand, pos, axis=1)
+
+
 def _popcount_xor(a, b):
   """sum_w popcount(a[w] ^ b[w]) as int32, for per-word broadcastable arrays."""
   return sum(jax.lax.population_count(x ^ y).astype(jnp.int32)
              for x, y in zip(a, b))
-
-
-def _hamming_local(q, db_t, num_valid, *, k, block_size):
-  """Exact top-k of uint32[Q, W] against word-major uint32[W, n].
-
-  Rows at index >= num_valid (a traced scalar) are padding and rank last.
-  Returns (int32[Q, k], int32[Q, k]) with local row indices.
-  """
-  w, n = db_t.shape
-  sentinel = 32 * w + 1
-  b = max(1, min(block_size, n // k))  # at least k blocks
-  num_blocks = -(-n // b)
-  db_t = jnp.pad(db_t, ((0, 0), (0, num_blocks * b - n)))
-  rows = jnp.arange(num_blocks * b, dtype=jnp.int32)
-  valid = (rows < jnp.minimum(num_valid, n)).reshape(num_blocks, b)
-
-  # Pass 1: minimum distance per block, fused with the distance computation.
-  d = _popcount_xor(q.T[:, :, None, None], db_t.reshape(w, num_blocks, b))
-  block_min = jnp.min(jnp.where(valid, d, sentinel), axis=-1)
-  # top_k keeps the lower block index first among equal minima.
-  _, blocks = jax.lax.top_k(-block_min, k)
-  blocks = jnp.sort(blocks, axis=-1).astype(jnp.int32)
-
-  # Pass 2: rank the k * b rows of the kept blocks, in ascending row order.
-  cand = (blocks[:, :, None] * b + jnp.arange(b, dtype=jnp.int32)).reshape(
-      q.shape[0], k * b)
-  d = _popcount_xor(q.T[:, :, None], db_t[:, cand])
-  d = jnp.where(valid.reshape(-1)[cand], d, sentinel)
-  neg, pos = jax.lax.top_k(-d, k)
-  return -neg, jnp.take_along_axis(cand, pos, axis=1)
 
 
 def _float_local(q, db, num_valid, *, k, metric):
@@ -100,11 +180,11 @@ def _place(x, mesh, axis, spec):
   return jax.lax.with_sharding_constraint(x, sharding)
 
 
-def _chunked(local, queries, n, k, max_elements):
+def _chunked(local, queries, per_query, k, max_elements):
   """Runs `local(q_chunk) -> ([c, k], [c, k])` over query chunks of c rows,
-  c chosen so that c * n <= max_elements (at least one query per chunk)."""
+  c chosen so that c * per_query <= max_elements (at least one query)."""
   num_q = queries.shape[0]
-  c = max(1, min(num_q, max_elements // max(n, 1)))
+  c = max(1, min(num_q, max_elements // max(per_query, 1)))
   if c >= num_q:
     return local(queries)
   chunks = -(-num_q // c)
@@ -113,18 +193,16 @@ def _chunked(local, queries, n, k, max_elements):
   return dist.reshape(-1, k)[:num_q], idx.reshape(-1, k)[:num_q]
 
 
-def _search(local, queries, database, k, mesh, axis, max_elements, word_major):
-  """Single-device or sharded exact top-k with `local(q, db, num_valid, k=)`.
-
-  `database` is [N, D]; with `word_major` the local search gets it as [D, n].
-  """
+def _search(local, cost, queries, database, k, mesh, axis, max_elements):
+  """Single-device or sharded exact top-k with `local(q, db, num_valid, k=)`
+  on a database [N, D] (rows sharded over `axis` of `mesh` if given);
+  `cost(n, k)` is the number of elements one query holds against n rows."""
   n_total = database.shape[0]
   _check_k(k, n_total)
-  layout = (lambda x: x.T) if word_major else (lambda x: x)
 
   if mesh is None:
-    fn = lambda q: local(q, layout(database), n_total, k=k)
-    return _chunked(fn, queries, n_total, k, max_elements)
+    fn = lambda q: local(q, database, n_total, k=k)
+    return _chunked(fn, queries, cost(n_total, k), k, max_elements)
 
   shards = mesh.shape[axis]
   n_shard = -(-n_total // shards)
@@ -135,8 +213,8 @@ def _search(local, queries, database, k, mesh, axis, max_elements, word_major):
 
   def per_shard(q, db):
     offset = jax.lax.axis_index(axis) * n_shard
-    fn = lambda qc: local(qc, layout(db), n_total - offset, k=kk)
-    dist, idx = _chunked(fn, q, n_shard, kk, max_elements)
+    fn = lambda qc: local(qc, db, n_total - offset, k=kk)
+    dist, idx = _chunked(fn, q, cost(n_shard, kk), kk, max_elements)
     dist = jax.lax.all_gather(dist, axis, axis=1, tiled=True)
     idx = jax.lax.all_gather(idx + offset, axis, axis=1, tiled=True)
     return _merge(dist, idx, k)
@@ -161,16 +239,21 @@ def hamming_topk(queries, database, k, *, mesh=None, axis="data",
     mesh: optional `jax.sharding.Mesh` over which the database is sharded.
     axis: mesh axis name of the database rows.
     block_size: rows per block of the block-minimum selection.
-    max_elements: bound on query x database distances held at once per
-      device; queries are processed in chunks to respect it.
+    max_elements: bound on the number of intermediate values (block minima,
+      candidate codes and distances) held at once per device; queries are
+      processed in chunks to respect it.
   Returns:
     (distances int32[Q, k], indices int32[Q, k]): ascending distance, ties by
     ascending database index.
   """
   hashing.check_packed(queries, database, names=("queries", "database"))
   local = functools.partial(_hamming_local, block_size=block_size)
-  return _search(local, queries, database, k, mesh, axis, max_elements,
-                 word_major=True)
+
+  def cost(n, k):  # block minima + candidate codes and distances
+    b = _block_size(n, k, block_size)
+    return -(-n // b) + k * b * (queries.shape[1] + 2)
+
+  return _search(local, cost, queries, database, k, mesh, axis, max_elements)
 
 
 @functools.partial(
@@ -198,5 +281,5 @@ def float_topk(queries, database, k, *, metric="euclidean", mesh=None,
   queries = queries.astype(jnp.float32)
   database = database.astype(jnp.float32)
   local = functools.partial(_float_local, metric=metric)
-  return _search(local, queries, database, k, mesh, axis, max_elements,
-                 word_major=False)
+  return _search(local, lambda n, k: n, queries, database, k, mesh, axis,
+                 max_elements)
