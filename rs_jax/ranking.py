@@ -22,10 +22,10 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from rs_jax import hashing
 
-# Bound on the number of query x database distances held at once per device.
+# Bound on the number of intermediate values held at once per device.
 MAX_ELEMENTS = 1 << 24
 # Upper bound on rows per block of the Hamming block-minimum pass.
-BLOCK_SIZE = 512
+BLOCK_SIZE = 4096
 
 
 def _check_k(k, n, what="database"):
@@ -71,10 +71,13 @@ def _smallest_k(values, k, num_values):
   t = hi.astype(values.dtype)
   below, ties = values < t, values == t
   need = k - jnp.sum(below, axis=1, keepdims=True, dtype=jnp.int32)
-  # One prefix sum counts both: below in the low 16 bits, ties above them.
-  counts = jnp.cumsum(below.astype(jnp.int32) + (ties.astype(jnp.int32) << 16),
-                      axis=1)
-  below_before, ties_before = counts & 0xFFFF, counts >> 16
+  if m < 1 << 15:  # One prefix sum: below in the low 16 bits, ties above.
+    counts = jnp.cumsum(below.astype(jnp.int32) + (ties.astype(jnp.int32) << 16),
+                        axis=1)
+    below_before, ties_before = counts & 0xFFFF, counts >> 16
+  else:
+    below_before = jnp.cumsum(below, axis=1, dtype=jnp.int32)
+    ties_before = jnp.cumsum(ties, axis=1, dtype=jnp.int32)
   chosen = below | (ties & (ties_before <= need))
   slot = jnp.where(chosen, below_before + jnp.minimum(ties_before, need) - 1, k)
   pos = jnp.zeros((rows, k), jnp.int32).at[

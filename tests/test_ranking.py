@@ -14,6 +14,7 @@ CASES = [  # (Q, N, K bits, k)
     (4, 50, 64, 1),  # k = 1
     (9, 3000, 3, 10),  # 8 distinct distances: ties everywhere
     (1, 1, 128, 1),
+    (3, 200, 300, 5),  # > 224 bits: uint16 block minima
 ]
 
 
@@ -133,3 +134,13 @@ def test_float_topk_errors():
     ranking.float_topk(jnp.zeros((2, 3)), jnp.zeros((4, 2)), 1)
   with pytest.raises(ValueError, match="k = 5 exceeds"):
     ranking.float_topk(jnp.zeros((2, 3)), jnp.zeros((4, 3)), 5)
+
+
+@pytest.mark.parametrize("m", [50, 40_000])  # packed and plain prefix sums
+def test_smallest_k_matches_stable_sort(m):
+  values = np.random.default_rng(m).integers(0, 9, (3, m)).astype(np.int32)
+  vals, pos = jax.jit(ranking._smallest_k, static_argnums=(1, 2))(
+      jnp.asarray(values), 17, 9)
+  order = np.argsort(values, axis=1, kind="stable")[:, :17]
+  np.testing.assert_array_equal(pos, order)
+  np.testing.assert_array_equal(vals, np.take_along_axis(values, order, 1))
