@@ -14,7 +14,7 @@ from ml_collections import config_flags
 
 config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (get_config).", lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for logs, metrics, checkpoints.")
+flags.DEFINE_string("workdir", None, "Logs, metrics and checkpoints go here.")
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 

@@ -1,1 +1,1 @@
-"""rs_jax: content-based remote-sensing image retrieval by deep hashing in JAX."""
+"""rs_jax: content-based remote-sensing image retrieval by deep hashing."""

@@ -224,9 +224,10 @@ def retrieval_metrics(query_codes, query_labels, db_codes, db_labels,
     db_labels: int[N] or [N, C], same kind as query_labels.
     ks: cut-offs (static tuple of ints).
     exclude_self: the queries are the first Q archive items (query i = item
-      i; MiLaN protocol: queries = archive = test set): each query is left out of its own ranking and of R. Ranks
-      k + 1 and drops the query, or the last entry when lower-index copies at
-      distance 0 pushed the query out (= ranking the archive without it).
+      i; MiLaN protocol: queries = archive = test set): each query is left
+      out of its own ranking and of R. Ranks k + 1 and drops the query, or
+      the last entry when lower-index copies at distance 0 pushed the query
+      out (= ranking the archive without it).
   Returns:
     {f"{name}@{k}": float32[]} for name in map, map_r, precision, recall,
     acg, wap, ndcg, ndcg_r (module docstring: map/ndcg vs map_r/ndcg_r).

@@ -11,7 +11,8 @@ database is cut into blocks of B rows; one fused pass computes the minimum
 distance of each block, the k blocks with the smallest (minimum, block index)
 are kept and only their k * B rows are ranked. This is exact: a row in a
 dropped block is preceded in (distance, index) order by the best row of each
-of the k kept blocks.
+of the k kept blocks. Both selections (`_smallest_k`) use that distances are
+small integers: a binary search over [0, K] and one prefix sum, no sort.
 """
 import functools
 import math
@@ -28,11 +29,11 @@ MAX_ELEMENTS = 1 << 24
 BLOCK_SIZE = 4096
 
 
-def _check_k(k, n, what="database"):
+def _check_k(k, n):
   if not isinstance(k, int) or k < 1:
     raise ValueError(f"k must be a positive int, got {k!r}")
   if k > n:
-    raise ValueError(f"k = {k} exceeds the {what} size {n}")
+    raise ValueError(f"k = {k} exceeds the database size {n}")
 
 
 def _merge(dist, idx, k):
@@ -72,8 +73,8 @@ def _smallest_k(values, k, num_values):
   below, ties = values < t, values == t
   need = k - jnp.sum(below, axis=1, keepdims=True, dtype=jnp.int32)
   if m < 1 << 15:  # One prefix sum: below in the low 16 bits, ties above.
-    counts = jnp.cumsum(below.astype(jnp.int32) + (ties.astype(jnp.int32) << 16),
-                        axis=1)
+    packed = below.astype(jnp.int32) + (ties.astype(jnp.int32) << 16)
+    counts = jnp.cumsum(packed, axis=1)
     below_before, ties_before = counts & 0xFFFF, counts >> 16
   else:
     below_before = jnp.cumsum(below, axis=1, dtype=jnp.int32)
@@ -138,7 +139,8 @@ def _hamming_local(q, db, num_valid, *, k, block_size):
   start = jnp.arange(num_blocks, dtype=jnp.int32) * b
   minima = jnp.where(start < num_valid, minima, sentinel)
   rows = num_valid // b * b + jnp.arange(b, dtype=jnp.int32)
-  d = _popcount_xor(q.T[:, :, None], db[jnp.minimum(rows, num_blocks * b - 1)].T[:, None, :])
+  edge = db[jnp.minimum(rows, num_blocks * b - 1)]
+  d = _popcount_xor(q.T[:, :, None], edge.T[:, None, :])
   minima = minima.at[:, num_valid // b].set(
       jnp.min(jnp.where(rows < num_valid, d, sentinel), axis=1), mode="drop")
   _, blocks = _smallest_k(minima, k, sentinel + 1)
