@@ -22,6 +22,8 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
+from rs_jax import metrics
+
 _EPS = 1e-12
 _HIGHEST = jax.lax.Precision.HIGHEST  # no TF32 / bf16 passes in Gram matrices
 
@@ -67,15 +69,6 @@ def _label_matrix(labels) -> jax.Array:
   raise ValueError(
       f"labels must be int[B] class ids or multi-hot [B, C], got shape "
       f"{labels.shape}")
-
-
-def _relevance(labels) -> jax.Array:
-  """bool[B, B]: same class id (int[B]) or >= 1 shared label (multi-hot)."""
-  labels = jnp.asarray(labels)
-  if labels.ndim == 1:
-    return labels[:, None] == labels[None, :]
-  m = _label_matrix(labels).astype(jnp.float32)
-  return jnp.dot(m, m.T, precision=_HIGHEST) > 0.5
 
 
 def _label_hamming(labels) -> jax.Array:
@@ -152,7 +145,7 @@ def _mined_triplet(d, labels, margin, miner):
     loss = jax.nn.relu(d[rows, p] - d[rows, n] + margin)
     return _masked_mean(loss, valid)
 
-  rel = _relevance(labels)
+  rel = metrics.relevance(labels, labels)
   pos = rel & not_self
   neg = ~rel
   if miner == "batch_all":
