@@ -16,6 +16,7 @@ small integers: a binary search over [0, K] and one prefix sum, no sort.
 """
 import functools
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -89,29 +90,36 @@ def _smallest_k(values, k, num_values):
   return jax.lax.sort((vals, pos), dimension=1, num_keys=2)
 
 
-def _block_minima(q, db, b, unroll_planes=64):
+def _byte_planes(codes, b):
+  """uint32[N, W] -> uint8[4W, b, ceil(N / b)]: byte p of row i * b + j at
+  [p, j, i] (zero rows pad the last block). The block-minimum layout."""
+  num_blocks = -(-codes.shape[0] // b)
+  codes = jnp.pad(codes, ((0, num_blocks * b - codes.shape[0]), (0, 0)))
+  return jax.lax.bitcast_convert_type(codes, jnp.uint8).reshape(
+      num_blocks, b, -1).transpose(2, 1, 0)
+
+
+def _block_minima(q, planes, unroll_planes=64):
   """Min Hamming distance of each query to each block of b consecutive rows.
 
-  q: uint32[Q, W]; db: uint32[num_blocks * b, W] -> uint8[Q, num_blocks]
-  (uint16 for codes over 224 bits). Codes are split into byte planes and
-  laid out as [4W, b, num_blocks]; the loop runs over the position inside a
-  block, so each step is a contiguous [Q, num_blocks] XOR / popcount / min
-  in narrow integer lanes, and no [Q, N] distance matrix is ever stored.
+  q: uint32[Q, W]; planes: uint8[4W, b, num_blocks] (`_byte_planes`) ->
+  uint8[Q, num_blocks] (uint16 for codes over 224 bits). The loop runs over
+  the position inside a block, so each step is a contiguous [Q, num_blocks]
+  XOR / popcount / min in narrow integer lanes, and no [Q, N] distance matrix
+  is ever stored.
   """
-  w = db.shape[1]
-  num_blocks = db.shape[0] // b
-  dtype = jnp.uint8 if 32 * w < 255 else jnp.uint16
-  qb = jax.lax.bitcast_convert_type(q, jnp.uint8).reshape(q.shape[0], 4 * w)
-  planes = jax.lax.bitcast_convert_type(db, jnp.uint8).reshape(
-      num_blocks, b, 4 * w).transpose(2, 1, 0)
+  num_planes, b, num_blocks = planes.shape
+  dtype = jnp.uint8 if 8 * num_planes < 255 else jnp.uint16
+  qb = jax.lax.bitcast_convert_type(q, jnp.uint8).reshape(q.shape[0], -1)
   # Unroll the loop to about `unroll_planes` plane XORs per step.
-  unroll = math.gcd(b, 1 << max(0, (unroll_planes // (4 * w)).bit_length() - 1))
+  unroll = math.gcd(
+      b, 1 << max(0, (unroll_planes // num_planes).bit_length() - 1))
 
   def body(step, best):
     rows = jax.lax.dynamic_slice_in_dim(planes, step * unroll, unroll, axis=1)
     for u in range(unroll):
       d = sum(jax.lax.population_count(qb[:, p, None] ^ rows[p, u][None])
-              .astype(dtype) for p in range(4 * w))
+              .astype(dtype) for p in range(num_planes))
       best = jnp.minimum(best, d)
     return best
 
@@ -119,28 +127,29 @@ def _block_minima(q, db, b, unroll_planes=64):
   return jax.lax.fori_loop(0, b // unroll, body, init)
 
 
-def _hamming_local(q, db, num_valid, *, k, block_size):
+def _hamming_local(q, db, num_valid, *, k, block_size, planes=None):
   """Exact top-k of uint32[Q, W] against uint32[n, W], in two passes.
 
   Pass 1 finds the k blocks of b consecutive rows with the smallest (minimum
   distance, block index); pass 2 ranks their k * b rows. Rows at index >=
-  num_valid (a traced scalar) are padding and rank last.
+  num_valid (a traced scalar) are padding and rank last. `planes` is the
+  database's `_byte_planes` when prepared ahead (its b wins over block_size).
   Returns (int32[Q, k], int32[Q, k]) with local row indices.
   """
   n, w = db.shape
   sentinel = 32 * w + 1
-  b = _block_size(n, k, block_size)
-  num_blocks = -(-n // b)
-  db = jnp.pad(db, ((0, num_blocks * b - n), (0, 0)))
+  if planes is None:
+    planes = _byte_planes(db, _block_size(n, k, block_size))
+  b, num_blocks = planes.shape[1:]
   num_valid = jnp.clip(num_valid, 0, n)
-  minima = _block_minima(q, db, b).astype(jnp.int32)
+  rows_of = lambda idx: jnp.take(db, idx, axis=0, mode="clip")
+  minima = _block_minima(q, planes).astype(jnp.int32)
   # Padding is a suffix of the rows: blocks past it rank last, and the block
   # it starts in is recomputed without it.
   start = jnp.arange(num_blocks, dtype=jnp.int32) * b
   minima = jnp.where(start < num_valid, minima, sentinel)
   rows = num_valid // b * b + jnp.arange(b, dtype=jnp.int32)
-  edge = db[jnp.minimum(rows, num_blocks * b - 1)]
-  d = _popcount_xor(q.T[:, :, None], edge.T[:, None, :])
+  d = _popcount_xor(q.T[:, :, None], rows_of(rows).T[:, None, :])
   minima = minima.at[:, num_valid // b].set(
       jnp.min(jnp.where(rows < num_valid, d, sentinel), axis=1), mode="drop")
   _, blocks = _smallest_k(minima, k, sentinel + 1)
@@ -148,7 +157,7 @@ def _hamming_local(q, db, num_valid, *, k, block_size):
 
   cand = (blocks[:, :, None] * b + jnp.arange(b, dtype=jnp.int32)).reshape(
       q.shape[0], k * b)
-  d = _popcount_xor(q.T[:, :, None], db[cand].transpose(2, 0, 1))
+  d = _popcount_xor(q.T[:, :, None], rows_of(cand).transpose(2, 0, 1))
   dist, pos = _smallest_k(jnp.where(cand < num_valid, d, sentinel), k,
                           sentinel + 1)
   return dist, jnp.take_along_axis(cand, pos, axis=1)
@@ -229,6 +238,36 @@ def _search(local, cost, queries, database, k, mesh, axis, max_elements):
       check_vma=False)(queries, database)
 
 
+def _cost(num_blocks, b, k, w):
+  """Values one query holds: block minima, candidate codes and distances."""
+  return num_blocks + k * b * (w + 2)
+
+
+class PreparedCodes(NamedTuple):
+  """A database laid out once for repeated single-device `hamming_topk`.
+
+  codes: uint32[N, W]; planes: uint8[4W, b, ceil(N / b)], the byte-plane
+  layout of the block-minimum pass, which `hamming_topk` otherwise rebuilds
+  on every call (the dominant cost of a single query). Build with
+  `prepare_codes`.
+  """
+  codes: jax.Array
+  planes: jax.Array
+
+
+@functools.partial(jax.jit, static_argnames=("k", "block_size"))
+def prepare_codes(codes, k, *, block_size=BLOCK_SIZE):
+  """Lays out uint32[N, W] codes for fast repeated searches.
+
+  The block size is chosen for `k` (as `hamming_topk` would); searches with
+  any k up to the number of blocks are exact, those near `k` fastest.
+  """
+  hashing.check_packed(codes, codes, names=("codes", "codes"))
+  _check_k(k, codes.shape[0])
+  return PreparedCodes(
+      codes, _byte_planes(codes, _block_size(codes.shape[0], k, block_size)))
+
+
 @functools.partial(
     jax.jit,
     static_argnames=("k", "mesh", "axis", "block_size", "max_elements"))
@@ -240,6 +279,7 @@ def hamming_topk(queries, database, k, *, mesh=None, axis="data",
     queries: uint32[Q, W] packed codes (see `hashing.pack_bits`).
     database: uint32[N, W] packed codes, N >= k; with `mesh`, rows are
       sharded over the mesh axis `axis` (any N: padding is handled here).
+      Or a `PreparedCodes` (single device), which skips the per-call layout.
     k: number of neighbours (static).
     mesh: optional `jax.sharding.Mesh` over which the database is sharded.
     axis: mesh axis name of the database rows.
@@ -251,13 +291,29 @@ def hamming_topk(queries, database, k, *, mesh=None, axis="data",
     (distances int32[Q, k], indices int32[Q, k]): ascending distance, ties by
     ascending database index.
   """
-  hashing.check_packed(queries, database, names=("queries", "database"))
-  local = functools.partial(_hamming_local, block_size=block_size)
+  codes = database.codes if isinstance(database, PreparedCodes) else database
+  hashing.check_packed(queries, codes, names=("queries", "database"))
+  w = queries.shape[1]
+  if isinstance(database, PreparedCodes):
+    if mesh is not None:
+      raise ValueError("a PreparedCodes database is searched on one device; "
+                       "pass the codes array itself with mesh=")
+    _check_k(k, codes.shape[0])
+    b, num_blocks = database.planes.shape[1:]
+    if k > num_blocks:
+      raise ValueError(
+          f"k = {k} exceeds the {num_blocks} blocks the database was "
+          f"prepared with; call prepare_codes(codes, k={k})")
+    local = functools.partial(_hamming_local, db=codes, num_valid=len(codes),
+                              k=k, block_size=b, planes=database.planes)
+    return _chunked(local, queries, _cost(num_blocks, b, k, w), k,
+                    max_elements)
 
-  def cost(n, k):  # block minima + candidate codes and distances
+  def cost(n, k):
     b = _block_size(n, k, block_size)
-    return -(-n // b) + k * b * (queries.shape[1] + 2)
+    return _cost(-(-n // b), b, k, w)
 
+  local = functools.partial(_hamming_local, block_size=block_size)
   return _search(local, cost, queries, database, k, mesh, axis, max_elements)
 
 

@@ -144,3 +144,27 @@ def test_smallest_k_matches_stable_sort(m):
   order = np.argsort(values, axis=1, kind="stable")[:, :17]
   np.testing.assert_array_equal(pos, order)
   np.testing.assert_array_equal(vals, np.take_along_axis(values, order, 1))
+
+
+@pytest.mark.parametrize("q,n,bits,k", [(5, 1000, 64, 20), (3, 77, 40, 7)])
+def test_prepared_codes_equal_plain_search(q, n, bits, k):
+  rng = np.random.default_rng(n)
+  qc = hashing.pack_bits(random_codes(rng, q, bits))
+  dbc = hashing.pack_bits(random_codes(rng, n, bits, dup=n // 5))
+  prepared = ranking.prepare_codes(dbc, k)
+  want = ranking.hamming_topk(qc, dbc, k)
+  for kk in (k, 1):  # any k up to the number of blocks
+    got = ranking.hamming_topk(qc, prepared, kk)
+    np.testing.assert_array_equal(got[0], want[0][:, :kk])
+    np.testing.assert_array_equal(got[1], want[1][:, :kk])
+
+
+def test_prepared_codes_errors(mesh):
+  dbc = jnp.zeros((64, 1), jnp.uint32)
+  prepared = ranking.prepare_codes(dbc, 4)  # 16 blocks of 4 rows
+  with pytest.raises(ValueError, match="prepared with; call prepare_codes"):
+    ranking.hamming_topk(dbc[:2], prepared, 17)
+  with pytest.raises(ValueError, match="one device"):
+    ranking.hamming_topk(dbc[:2], prepared, 2, mesh=mesh)
+  with pytest.raises(ValueError, match="code widths differ"):
+    ranking.hamming_topk(jnp.zeros((2, 2), jnp.uint32), prepared, 2)
