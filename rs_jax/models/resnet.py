@@ -27,56 +27,56 @@ import jax.numpy as jnp
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-class BasicBlock(nn.Module):
-  """Two 3x3 convs + identity (or 1x1/stride projection) shortcut."""
+class _Block(nn.Module):
+  """Fields and shared parts of the residual blocks."""
   filters: int
   strides: int = 1
   conv: Callable[..., Any] = nn.Conv
   norm: Callable[..., Any] = nn.BatchNorm
   zero_init_residual: bool = False
 
+  def last_norm(self, y, name):
+    """The block's last BN; its scale starts at 0 with zero_init_residual."""
+    scale = (nn.initializers.zeros if self.zero_init_residual
+             else nn.initializers.ones)
+    return self.norm(scale_init=scale, name=name)(y)
+
+  def shortcut(self, x, out_features):
+    """Identity, or torchvision's `downsample` (1x1 conv stride s + BN)."""
+    if x.shape[-1] == out_features and self.strides == 1:
+      return x
+    x = self.conv(out_features, (1, 1), self.strides,
+                  name="downsample_conv")(x)
+    return self.norm(name="downsample_bn")(x)
+
+
+class BasicBlock(_Block):
+  """Two 3x3 convs + identity (or 1x1/stride projection) shortcut."""
+
   @nn.compact
   def __call__(self, x):
-    last_scale = (nn.initializers.zeros if self.zero_init_residual
-                  else nn.initializers.ones)
     y = self.conv(self.filters, (3, 3), self.strides, padding=((1, 1),) * 2,
                   name="conv1")(x)
     y = nn.relu(self.norm(name="bn1")(y))
     y = self.conv(self.filters, (3, 3), padding=((1, 1),) * 2,
                   name="conv2")(y)
-    y = self.norm(scale_init=last_scale, name="bn2")(y)
-    return nn.relu(y + _shortcut(self, x, self.filters))
+    y = self.last_norm(y, "bn2")
+    return nn.relu(y + self.shortcut(x, self.filters))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
   """1x1 reduce -> 3x3 (has the stride, v1.5) -> 1x1 expand x4 + shortcut."""
-  filters: int
-  strides: int = 1
-  conv: Callable[..., Any] = nn.Conv
-  norm: Callable[..., Any] = nn.BatchNorm
-  zero_init_residual: bool = False
 
   @nn.compact
   def __call__(self, x):
-    last_scale = (nn.initializers.zeros if self.zero_init_residual
-                  else nn.initializers.ones)
     y = self.conv(self.filters, (1, 1), name="conv1")(x)
     y = nn.relu(self.norm(name="bn1")(y))
     y = self.conv(self.filters, (3, 3), self.strides, padding=((1, 1),) * 2,
                   name="conv2")(y)
     y = nn.relu(self.norm(name="bn2")(y))
     y = self.conv(self.filters * 4, (1, 1), name="conv3")(y)
-    y = self.norm(scale_init=last_scale, name="bn3")(y)
-    return nn.relu(y + _shortcut(self, x, self.filters * 4))
-
-
-def _shortcut(block, x, out_features):
-  """Identity, or torchvision's `downsample` (1x1 conv stride s + BN)."""
-  if x.shape[-1] == out_features and block.strides == 1:
-    return x
-  x = block.conv(out_features, (1, 1), block.strides,
-                 name="downsample_conv")(x)
-  return block.norm(name="downsample_bn")(x)
+    y = self.last_norm(y, "bn3")
+    return nn.relu(y + self.shortcut(x, self.filters * 4))
 
 
 class ResNet(nn.Module):
