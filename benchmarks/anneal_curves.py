@@ -28,11 +28,37 @@ PAPER_1845_BITS = {"mgue": 93.56, "bcgue": 93.55, "cal": 87.82,
 
 
 def mean_curve(curves):
-  """Mean map@5 / bits per round over trials (rounds all trials reached)."""
+  """Mean bits, mean and sample std of map@5 per round over trials (the
+  rounds all trials reached)."""
   n = min(len(c) for c in curves)
-  return [{"round": r, "bits": float(np.mean([c[r]["bits"] for c in curves])),
-           "map@5": float(np.mean([c[r]["map@5"] for c in curves]))}
-          for r in range(n)]
+  out = []
+  for r in range(n):
+    maps = [c[r]["map@5"] for c in curves]
+    out.append({"round": r,
+                "bits": float(np.mean([c[r]["bits"] for c in curves])),
+                "map@5": float(np.mean(maps)),
+                "map@5_std": float(np.std(maps, ddof=1)) if len(maps) > 1
+                             else 0.0})
+  return out
+
+
+def table(results):
+  """Markdown: mAP@5 (%) per strategy and round, mean +- std over trials."""
+  strategies = results["strategies"]
+  rounds = max(len(r["mean"]) for r in strategies.values())
+  lines = ["| strategy | " + " | ".join(f"round {r}" for r in range(rounds))
+           + " | paper @1845 bits |", "|---" * (rounds + 2) + "|"]
+  for name, r in strategies.items():
+    cells = [f"{100 * e['map@5']:.2f} ± {100 * e['map@5_std']:.2f} "
+             f"({e['bits']:.0f} b)" for e in r["mean"]]
+    cells += ["-"] * (rounds - len(cells))
+    lines.append(f"| {name} | " + " | ".join(cells) +
+                 f" | {PAPER_1845_BITS.get(name, '-')} |")
+  ub = results.get("upper_bound")
+  if ub:
+    lines.append(f"| all pairs (upper bound) | {100 * ub['map@5']:.2f} "
+                 f"({ub['bits']:.0f} b) |" + " |" * rounds)
+  return "\n".join(lines)
 
 
 def plot(results, path):
@@ -42,8 +68,11 @@ def plot(results, path):
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for name, r in results["strategies"].items():
     c = r["mean"]
-    ax.plot([e["bits"] for e in c], [100 * e["map@5"] for e in c], "o-",
-            label=name)
+    bits = np.array([e["bits"] for e in c])
+    m = 100 * np.array([e["map@5"] for e in c])
+    sd = 100 * np.array([e["map@5_std"] for e in c])
+    ax.plot(bits, m, "o-", label=name)
+    ax.fill_between(bits, m - sd, m + sd, alpha=0.15)
   ub = results.get("upper_bound")
   if ub:
     ax.axhline(100 * ub["map@5"], color="k", ls="--", label="all pairs")
@@ -107,7 +136,14 @@ def main():
   with open(args.out + ".json", "w") as f:
     json.dump(results, f, indent=1)
   plot(results, args.out + ".png")
-  print(f"wrote {args.out}.json/.png in {results['seconds']:.0f} s")
+  md = table(results)
+  with open(args.out + ".md", "w") as f:
+    f.write(f"# ANNEAL, UC Merced, CPU mode: mAP@5 (%) per round\n\n"
+            f"    {results['command']}\n\n{args.trials} trial(s), "
+            f"{results['seconds']:.0f} s in all; (b) = bits of information "
+            f"spent (mean over trials).\n\n{md}\n")
+  print(md)
+  print(f"wrote {args.out}.json/.md/.png in {results['seconds']:.0f} s")
 
 
 if __name__ == "__main__":

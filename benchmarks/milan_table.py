@@ -67,6 +67,7 @@ NAMES = {
     "semi_hard": "MiLaN + semi-hard mining (pk 15x6)",
     "views8": "MiLaN + 8 flips/rotations of train features",
     "long": "MiLaN, 3x training steps",
+    "eq1_printed": "MiLaN, eq. 1 as printed (no L2 normalisation)",
 }
 
 
@@ -86,7 +87,8 @@ def parse_args(argv=None):
                  help="MiLaN training steps (default: the config's 10000); "
                  "validation every steps / 5")
   p.add_argument("--variants", nargs="+", default=[
-      "milan", "lambda_1", "lambda_0.001"], help="MiLaN rows (see NAMES)")
+      "milan", "lambda_1", "lambda_0.001", "eq1_printed"],
+                 help="MiLaN rows (see NAMES)")
   p.add_argument("--study", action="store_true",
                  help="also the improvement rows (semi-hard, views, long)")
   return p.parse_args(argv)
@@ -176,11 +178,14 @@ def variant(config, name, *, bits, seed):
   elif name == "semi_hard":
     c.loss.weights = dict(triplet_mined=1.0, push=w.push,
                           bit_balance=w.bit_balance)
-    c.loss.options = dict(triplet_mined=dict(margin=0.2, miner="semi_hard"),
+    c.loss.options = dict(triplet_mined=dict(margin=0.2, miner="semi_hard",
+                                             normalize=True),
                           push=dict(form="code"),
                           bit_balance=dict(form="code"))
     c.train.sampler = "pk"
     c.train.sampler_options = dict(p=15, k=6)
+  elif name == "eq1_printed":
+    c.loss.options.triplet.normalize = False
   elif name == "views8":
     c.model.feature_views = 8
   elif name == "long":

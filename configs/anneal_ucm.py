@@ -72,6 +72,10 @@ def get_config(arg=None):
   config.train.margin = 0.5  # m of eq. 1
   config.train.gamma = 0.5  # eq. 11; the paper does not give its value
   config.train.upper_bound_steps = 20000  # batches from all training pairs
+  # CPU mode: an epoch has at least this many batches (repeated passes), so
+  # a fresh head on frozen features trains on small labeled sets too (CAL's
+  # first 84 images are one batch; the paper fine-tunes a whole network).
+  config.train.min_batches_per_epoch = 20
 
   config.eval = ml_collections.ConfigDict()
   config.eval.query_split = "validation"

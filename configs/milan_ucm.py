@@ -11,10 +11,15 @@ Every number is the paper's (Sec. II-III) unless noted:
   -> sigmoid; codes b = (sign(v - 0.5) + 1) / 2 (eq. 5).
 - Loss (eq. 4): triplet (eq. 1, margin alpha = 0.2) + lambda1 = 0.001 push
   (eq. 2) + lambda2 = 1 bit balance (eq. 3). The triplet term is the mean
-  over the M triplets (eq. 1 sums); push and bit balance use form="code",
-  the mean over the batch rows, which keeps eq. 4's relative weights (every
-  term of eq. 4 is a sum over the same mini-batch) and is what the authors'
-  code (MHCLN trainer.py) computes.
+  over the M triplets (eq. 1 sums) of L2-normalised outputs, as the authors'
+  code (MHCLN trainer.py) computes it; eq. 1 as printed uses the raw sigmoid
+  outputs, where margin 0.2 is small against squared distances up to K and
+  the loss stops acting early (UCM, K = 16, 10000 steps, seed 0: test
+  mAP@20 0.840 raw vs 0.884 normalised; --config.loss.options.triplet.
+  normalize=False gives the printed form). Push and bit balance use
+  form="code", the mean over the batch rows, which keeps eq. 4's relative
+  weights (every term of eq. 4 is a sum over the same mini-batch) and is
+  what the authors' code computes.
 - Batches: M = 30 random triplets (anchor and positive of one class, negative
   of another), rows [anchors; positives; negatives].
 - Adam, lr 1e-4, beta1 0.5, beta2 0.9, constant rate.
@@ -63,7 +68,7 @@ def get_config(arg=None):
   config.loss.weights = ml_collections.ConfigDict(dict(
       triplet=1.0, push=0.001, bit_balance=1.0))
   config.loss.options = ml_collections.ConfigDict(dict(
-      triplet=dict(margin=0.2), push=dict(form="code"),
+      triplet=dict(margin=0.2, normalize=True), push=dict(form="code"),
       bit_balance=dict(form="code")))
 
   config.optim = ml_collections.ConfigDict(dict(

@@ -115,7 +115,8 @@ def _upper_bound(config, workdir, model, x, labels, evaluate):
 def _fit_args(config):
   t = config.train
   return dict(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
-              margin=t.margin, gamma=t.gamma)
+              margin=t.margin, gamma=t.gamma,
+              min_batches=t.min_batches_per_epoch)
 
 
 def run(config, workdir):

@@ -106,7 +106,8 @@ def _check_form(form: str, forms: tuple[str, ...]) -> None:
 # ---------------------------------------------------------------- triplets --
 
 
-def triplet(*, anchor, positive, negative, margin: float = 0.2) -> jax.Array:
+def triplet(*, anchor, positive, negative, margin: float = 0.2,
+            normalize: bool = False) -> jax.Array:
   """Triplet loss on given triplets (MiLaN eq. 1; thesis eq. 2.4).
 
   mean_i max(0, ||a_i - p_i||^2 - ||a_i - n_i||^2 + margin). The papers sum
@@ -115,8 +116,12 @@ def triplet(*, anchor, positive, negative, margin: float = 0.2) -> jax.Array:
   Args:
     anchor, positive, negative: float[M, D].
     margin: alpha (0.2 in MiLaN).
+    normalize: L2-normalise the rows first, as MiLaN's code (MHCLN
+      trainer.py) does; eq. 1 as printed does not.
   """
   a, p, n = _f32(anchor), _f32(positive), _f32(negative)
+  if normalize:
+    a, p, n = _l2_normalize(a), _l2_normalize(p), _l2_normalize(n)
   d_ap = jnp.sum((a - p) ** 2, -1)
   d_an = jnp.sum((a - n) ** 2, -1)
   return jnp.mean(jax.nn.relu(d_ap - d_an + margin))
@@ -173,7 +178,8 @@ def _mined_triplet(d, labels, margin, miner):
 
 
 def triplet_mined(*, embeddings, labels, margin: float = 0.2,
-                  miner: str = "batch_all") -> jax.Array:
+                  miner: str = "batch_all",
+                  normalize: bool = False) -> jax.Array:
   """Triplet loss (MiLaN eq. 1) over triplets mined in the batch.
 
   Miners (a triplet needs p != a):
@@ -193,8 +199,11 @@ def triplet_mined(*, embeddings, labels, margin: float = 0.2,
     embeddings: float[B, D].
     labels: int[B] class ids or multi-hot [B, C].
     margin: alpha. miner: one of MINERS.
+    normalize: L2-normalise the rows first (see `triplet`).
   """
   e = _f32(embeddings)
+  if normalize:
+    e = _l2_normalize(e)
   return _mined_triplet(_pairwise_sq_dist(e, e), labels, margin, miner)
 
 

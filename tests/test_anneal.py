@@ -158,6 +158,17 @@ def test_schedule_oversamples_and_fills_batches():
   assert set(first[~similar[first]]) == set(range(5, 25))
 
 
+def test_schedule_min_batches_repeats_short_epochs():
+  labels = np.arange(10) % 3
+  rows = trainer.schedule(labels, mode="classes", epochs=2, batch_size=4,
+                          seed=0, min_batches=5)
+  assert rows.shape == (2 * 5, 4)  # 10 images -> 2 passes (20 rows) per epoch
+  for epoch in rows.reshape(2, -1):
+    np.testing.assert_array_equal(np.bincount(epoch), np.full(10, 2))
+  assert trainer.schedule(labels, mode="classes", epochs=2, batch_size=4,
+                          seed=0).shape == (2 * 3, 4)
+
+
 @pytest.mark.parametrize("mode", ["pairs", "classes"])
 def test_fit_learns_a_metric_space(mode):
   x, labels = _blobs()

@@ -117,6 +117,22 @@ def test_twelve_bands_eval_and_train(outputs, chelsea_inputs):
   assert not np.allclose(other, train_out)
 
 
+@pytest.mark.parametrize("kernel,strides,size", [(3, 1, 9), (3, 2, 9),
+                                                 (5, 2, 8), (5, 1, 6)])
+def test_depthwise_conv_equals_grouped_conv(kernel, strides, size):
+  """The CPU path (shifted multiplies) against lax's grouped convolution."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, size, size + 1, 4)).astype(np.float32)
+  w = rng.normal(size=(kernel, kernel, 1, 4)).astype(np.float32)
+  want = jax.lax.conv_general_dilated(
+      x, w, (strides, strides), "SAME",
+      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=4,
+      precision=jax.lax.Precision.HIGHEST)
+  got = enl.depthwise_conv(x, w, strides)
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_load_imagenet_errors(monkeypatch):
   with pytest.raises(ValueError, match="num_classes must be 1000 or None"):
     enl.load_imagenet(10)

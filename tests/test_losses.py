@@ -28,11 +28,12 @@ class _Jitted:
 
     def call(**kw):
       static = tuple(sorted(
-          (k, v) for k, v in kw.items() if isinstance(v, str)))
+          (k, v) for k, v in kw.items() if isinstance(v, (str, bool))))
       key = (name, static)
       if key not in self._cache:
         self._cache[key] = jax.jit(lambda **t: fn(**t, **dict(static)))
-      traced = {k: v for k, v in kw.items() if not isinstance(v, str)}
+      traced = {k: v for k, v in kw.items()
+                if not isinstance(v, (str, bool))}
       return self._cache[key](**traced)
 
     return call
@@ -246,6 +247,20 @@ def test_triplet_given():
   one = L.triplet(anchor=np.zeros((1, 2)), positive=[[1.0, 0.0]],
                   negative=[[0.0, 2.0]], margin=3.5)
   close(one, 0.5)
+  # normalize=True: the same on rows scaled to unit length (MHCLN code).
+  unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+  close(L.triplet(anchor=a, positive=p, negative=n, normalize=True),
+        np_triplet(unit(a), unit(p), unit(n), 0.2))
+
+
+def test_triplet_mined_normalize():
+  r = rng(3)
+  e = sigmoid_codes(r, 12, 6)
+  labels = r.integers(0, 3, 12)
+  u = e / np.linalg.norm(e, axis=1, keepdims=True)
+  close(L.triplet_mined(embeddings=e, labels=labels, miner="semi_hard",
+                        normalize=True),
+        np_mined(np_sqdist(u, u), labels, 0.2, "semi_hard"))
 
 
 @pytest.mark.parametrize("miner", MINERS)

@@ -48,6 +48,7 @@ def test_configs_follow_the_paper():
   assert dict(c.loss.weights) == dict(triplet=1.0, push=0.001,
                                       bit_balance=1.0)
   assert c.loss.options.triplet.margin == 0.2
+  assert c.loss.options.triplet.normalize  # as MHCLN's code
   assert c.data.options.splits == "milan" and c.eval.select == "map@20"
   aid = milan_aid.get_config()
   assert aid.data.name == "aid"
@@ -68,7 +69,10 @@ def test_variants():
   assert v.train.sampler == "pk" and "triplet" not in v.loss.weights
   assert v.loss.options.triplet_mined.miner == "semi_hard"
   assert v.train.sampler_options.p * v.train.sampler_options.k == 90
+  v = milan_table.variant(base, "eq1_printed", bits=16, seed=0)
+  assert not v.loss.options.triplet.normalize
   assert base.train.sampler == "triplet"  # the base config is not touched
+  assert base.loss.options.triplet.normalize
   with pytest.raises(ValueError, match="'nope'"):
     milan_table.variant(base, "nope", bits=16, seed=0)
 

@@ -129,32 +129,37 @@ def _train_steps(params, features, items, labels, num_steps, *, model, mode,
 
 
 def schedule(labels, *, mode: str, epochs: int, batch_size: int, seed: int,
-             steps=None) -> np.ndarray:
+             steps=None, min_batches: int = 0) -> np.ndarray:
   """Row indices int64[S, batch_size] of the training batches.
 
   Pair modes: every epoch is the labeled pairs with the minority label
   oversampled (`pairs.oversample_minority`), shuffled; classes: a shuffled
-  pass over the images. An epoch's last batch is filled up with random
-  rows of the same epoch. With `steps`, `steps` batches drawn uniformly
-  from one oversampled set instead of epochs (the upper bound on all
-  pairs, whose epochs are too long for a CPU).
+  pass over the images. An epoch shorter than `min_batches` batches is
+  extended by further shuffled passes (a fresh head on frozen features needs
+  more than the one batch per epoch of CAL's 84 first images). An epoch's
+  last batch is filled up with random rows of the same epoch. With `steps`,
+  `steps` batches drawn uniformly from one oversampled set instead of epochs
+  (the upper bound on all pairs, whose epochs are too long for a CPU).
   """
   labels = np.asarray(labels)
   n = len(labels)
   if n == 0:
     raise ValueError("no labeled items to train on")
 
-  def epoch(e):
+  def one_pass(e, r):
     if mode == "classes":
-      return np.random.default_rng([seed, e]).permutation(n)
-    return pairs_lib.oversample_minority(labels, seed=[seed, e])
+      return np.random.default_rng([seed, e, r]).permutation(n)
+    return pairs_lib.oversample_minority(labels, seed=[seed, e, r])
 
   rng = np.random.default_rng([seed, epochs, 1])
   if steps is not None:
-    return rng.choice(epoch(0), (steps, batch_size))
+    return rng.choice(one_pass(0, 0), (steps, batch_size))
   rows = []
   for e in range(epochs):
-    order = epoch(e)
+    passes = [one_pass(e, 0)]
+    while sum(map(len, passes)) < min_batches * batch_size:
+      passes.append(one_pass(e, len(passes)))
+    order = np.concatenate(passes)
     fill = -len(order) % batch_size
     rows.append(np.concatenate([order, rng.choice(order, fill)]))
   return np.concatenate(rows).reshape(-1, batch_size)
@@ -171,7 +176,8 @@ def init_params(model, feature_dim: int, *, seed: int):
 
 def fit(model, features, items, labels, *, mode: str, seed: int,
         epochs: int = 15, batch_size: int = 128, lr: float = 1e-4,
-        margin: float = 0.5, gamma: float = 0.5, steps=None):
+        margin: float = 0.5, gamma: float = 0.5, steps=None,
+        min_batches: int = 0):
   """Trains the heads from their seeded initialisation.
 
   Args:
@@ -179,14 +185,14 @@ def fit(model, features, items, labels, *, mode: str, seed: int,
     items: pairs int[M, 2] with labels bool[M] similar (pair modes) or
       images int[M] with labels int[M] class ids (mode "classes").
     epochs, batch_size, lr: 15, 128, 1e-4 (Sec. IV-B). margin: m of eq. 1.
-    gamma: eq. 11 (pairs_bce). steps: see `schedule`.
+    gamma: eq. 11 (pairs_bce). steps, min_batches: see `schedule`.
   Returns:
     (params, last batch loss float).
   """
   features = jnp.asarray(features, jnp.float32)
   items, labels = np.asarray(items), np.asarray(labels)
   rows = schedule(labels, mode=mode, epochs=epochs, batch_size=batch_size,
-                  seed=seed, steps=steps)
+                  seed=seed, steps=steps, min_batches=min_batches)
   padded = np.zeros((_bucket(len(rows)), batch_size), np.int64)
   padded[:len(rows)] = rows
   batches = items.astype(np.int32)[padded]

@@ -67,6 +67,49 @@ _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 _dense_init = nn.initializers.variance_scaling(1.0 / 3, "fan_out", "uniform")
 
 
+def depthwise_conv(x, kernel, strides: int):
+  """Depthwise kxk convolution, "SAME" padding as TF/lax: x [B, H, W, C],
+  kernel [k, k, 1, C] -> [B, ceil(H / s), ceil(W / s), C].
+
+  On CPU it is a sum of k*k shifted multiplies: XLA:CPU runs
+  `conv_general_dilated(feature_group_count=C)` about 13x slower (one 3x3
+  layer on [16, 112, 112, 96]: 6.4 s vs 0.47 s). Elsewhere the grouped conv.
+  """
+  if jax.default_backend() != "cpu":
+    return jax.lax.conv_general_dilated(
+        x, kernel, (strides, strides), "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=x.shape[-1])
+  k = kernel.shape[0]
+  pads = []
+  for size in x.shape[1:3]:
+    out = -(-size // strides)
+    total = max((out - 1) * strides + k - size, 0)
+    pads.append((total // 2, total - total // 2, out))
+  (top, bottom, out_h), (left, right, out_w) = pads
+  x = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+  y = 0.0
+  for i in range(k):
+    for j in range(k):
+      window = x[:, i:i + (out_h - 1) * strides + 1:strides,
+                 j:j + (out_w - 1) * strides + 1:strides]
+      y = y + window * kernel[i, j, 0]
+  return y
+
+
+class DepthwiseConv(nn.Module):
+  """Depthwise conv with nn.Conv's parameter layout ("kernel" [k, k, 1, C]);
+  computes in x's dtype."""
+  kernel_size: int
+  strides: int
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", _conv_init,
+                        (self.kernel_size, self.kernel_size, 1, x.shape[-1]))
+    return depthwise_conv(x, jnp.asarray(kernel, x.dtype), self.strides)
+
+
 class MBConv(nn.Module):
   """Inverted residual block without squeeze-excite (MobileNetV2 style)."""
   filters: int
@@ -85,9 +128,7 @@ class MBConv(nn.Module):
       y = self.conv(in_filters * self.expand_ratio, (1, 1),
                     name="expand_conv")(y)
       y = nn.relu6(self.norm(name="bn0")(y))
-    width = y.shape[-1]
-    y = self.conv(width, (self.kernel, self.kernel), self.strides,
-                  feature_group_count=width, name="depthwise_conv")(y)
+    y = DepthwiseConv(self.kernel, self.strides, name="depthwise_conv")(y)
     y = nn.relu6(self.norm(name="bn1")(y))
     y = self.conv(self.filters, (1, 1), name="project_conv")(y)
     y = self.norm(name="bn2")(y)
