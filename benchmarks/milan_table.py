@@ -87,8 +87,12 @@ def parse_args(argv=None):
                  help="MiLaN training steps (default: the config's 10000); "
                  "validation every steps / 5")
   p.add_argument("--variants", nargs="+", default=[
-      "milan", "lambda_1", "lambda_0.001", "eq1_printed"],
+      "milan", "lambda_1", "lambda_0.001"],
                  help="MiLaN rows (see NAMES)")
+  p.add_argument("--reuse", action="store_true",
+                 help="read finished runs (WORK_DIR/<row>_k<K>_s<seed>/"
+                 "metrics.json and best checkpoint) instead of training "
+                 "them again")
   p.add_argument("--study", action="store_true",
                  help="also the improvement rows (semi-hard, views, long)")
   return p.parse_args(argv)
@@ -218,12 +222,19 @@ def best_outputs(config, workdir, features):
                                          jnp.asarray(features)))
 
 
-def run_milan(config, workdir, test_features):
-  """Trains one MiLaN; -> (engine results, test outputs float32[N, K])."""
-  shutil.rmtree(workdir, ignore_errors=True)  # fresh: no stale resume
-  os.makedirs(workdir)
-  results = train.train_and_evaluate(config, workdir)
-  return results, best_outputs(config, workdir, test_features)
+def run_milan(config, workdir, test_features, *, reuse=False):
+  """Trains one MiLaN (or, with reuse, reads a finished run's metrics.json);
+  -> (engine results, test outputs float32[N, K], trained now)."""
+  done = os.path.join(workdir, "metrics.json")
+  trained = not (reuse and os.path.exists(done))
+  if trained:
+    shutil.rmtree(workdir, ignore_errors=True)  # fresh: no stale resume
+    os.makedirs(workdir)
+    results = train.train_and_evaluate(config, workdir)
+  else:
+    with open(done) as f:
+      results = json.load(f)
+  return results, best_outputs(config, workdir, test_features), trained
 
 
 def run_baselines(feats, bits_list, seeds, records, times):
@@ -371,8 +382,8 @@ def main(argv=None):
       for seed in seeds:
         c = variant(config, name, bits=bits, seed=seed)
         t0 = time.perf_counter()
-        results, outputs = run_milan(c, os.path.join(
-            work, f"{name}_k{bits}_s{seed}"), x_te)
+        results, outputs, trained = run_milan(c, os.path.join(
+            work, f"{name}_k{bits}_s{seed}"), x_te, reuse=args.reuse)
         codes = hamming_codes(outputs)
         scores = retrieval_scores(codes, y_te, metric="hamming")
         # The engine's own test numbers come from the same metric code.
@@ -380,7 +391,7 @@ def main(argv=None):
             scores, results[f"test/map@{K_TOP}"])
         records.append(dict(
             method=name, bits=bits, seed=seed, **scores,
-            train_s=time.perf_counter() - t0,
+            train_s=time.perf_counter() - t0 if trained else None,
             steps_per_sec=results.get("train/steps_per_sec")))
         print(name, records[-1], flush=True)
         if name == "milan":

@@ -90,8 +90,7 @@ def get_config(arg=None):
 
   config.eval = ml_collections.ConfigDict(dict(
       every=epoch, batch_size=200, ks=(20, 50),
-      # One direction: the evaluator has no 4-direction average to select by.
-      select="s1->s2/map@20",
+      select="mean/map@20",  # the average of the four directions
       query_split="test", database_split="validation",
       val_query_split="validation", val_database_split="validation"))
   return config
