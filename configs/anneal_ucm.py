@@ -12,7 +12,14 @@ validation and archive = test.
 al.frozen_backbone=True (the default, CPU mode): frozen EfficientNet-Lite0
 ImageNet features (ResNet-18 ImageNet weights cannot be had offline here),
 a trainable projection head, retrieval by the head's output (cosine).
-Full fine-tuning of the backbone (the paper's setting) is not supported yet.
+
+al.frozen_backbone=False (the paper's setting, for GPUs): the backbone is
+fine-tuned with the heads on the images (rs_jax/active_learning/finetune.py),
+from model.weights ("imagenet" for EfficientNet-Lite0, an .npz file, or ""
+for a random init), batches sharded over all devices (train.batch_size and
+eval.batch_size: multiples of the device count). For the paper's schedule
+(15 epochs of the labeled set per round) also set
+--config.train.min_batches_per_epoch=0.
 """
 import os
 
@@ -76,6 +83,9 @@ def get_config(arg=None):
   # a fresh head on frozen features trains on small labeled sets too (CAL's
   # first 84 images are one batch; the paper fine-tunes a whole network).
   config.train.min_batches_per_epoch = 20
+  # al.frozen_backbone=False: a split's images are kept in host memory
+  # (uint8) when they take at most this many MiB, else read batch by batch.
+  config.train.image_cache_mb = 4096
 
   config.eval = ml_collections.ConfigDict()
   config.eval.query_split = "validation"

@@ -1,20 +1,29 @@
 """ANNEAL active learning end to end (task "anneal"; configs/anneal_ucm.py).
 
-run(config, workdir): prepares the dataset, caches frozen backbone features
-of the train / query / archive splits (`features.cached_sources`), then runs
-or resumes `loop.run_active_learning` with the heads of
-`active_learning.trainer` trained on the labeled set every round. Writes
-WORKDIR/al_curve.json (one entry per round: round, bits, labeled_pairs,
-free_pairs, labeled_images, map@5) and WORKDIR/al_state.npz after every
-step; rerunning the same command resumes. With al.upper_bound the heads are
-trained once on all training pairs (a one-entry curve).
+run(config, workdir): prepares the dataset, then runs or resumes
+`loop.run_active_learning`, training on the labeled set every round from
+the same seeded initialisation, in one of two modes (`al.frozen_backbone`):
 
-Retrieval (frozen mode): the projection head's output, cosine, queries from
+  True (CPU mode): the backbone is frozen; its features of the train /
+    query / archive splits are cached once (`features.cached_sources`) and
+    the heads of `active_learning.trainer` are trained on them.
+  False (the paper's setting, for GPUs): backbone and heads are fine-tuned
+    on the images (`active_learning.finetune`), the backbone starting from
+    config.model.weights ("imagenet" for EfficientNet-Lite0, an .npz file,
+    or "" = random init), batches data-parallel over all devices.
+
+Writes WORKDIR/al_curve.json (one entry per round: round, bits,
+labeled_pairs, free_pairs, labeled_images, map@5) and WORKDIR/al_state.npz
+after every step; rerunning the same command resumes. With al.upper_bound
+the model is trained once on all training pairs (a one-entry curve).
+
+Retrieval (both modes): the projection head's output, cosine, queries from
 eval.query_split (validation) against eval.database_split (test), mAP@5.
 """
 import json
 import os
 import time
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 from absl import logging
@@ -51,11 +60,10 @@ class _Resized:
     return example
 
 
-def load_features(config, workdir):
-  """{split: (features float32[N, D], labels)} of the train, query and
-  archive splits, and the dataset's own train source (for file paths)."""
-  from rs_jax import data  # pylint: disable=g-import-not-at-top
-  from rs_jax import features  # pylint: disable=g-import-not-at-top
+def _open_splits(config, workdir):
+  """(resolved config, {split: source} of the train, query and archive
+  splits, resized to data.image_size when set, the dataset's own train
+  source (for file paths))."""
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.data = input_pipeline.resolve_dirs(config.data, workdir)
@@ -69,12 +77,21 @@ def load_features(config, workdir):
   if config.data.get("image_size"):
     resized = {s: _Resized(v, config.data.inputs[0], config.data.image_size)
                for s, v in sources.items()}
+  return config, resized, sources[config.data.train_split]
+
+
+def load_features(config, workdir):
+  """{split: (features float32[N, D], labels)} of the train, query and
+  archive splits, and the dataset's own train source (for file paths)."""
+  from rs_jax import data  # pylint: disable=g-import-not-at-top
+  from rs_jax import features  # pylint: disable=g-import-not-at-top
+  config, sources, train_source = _open_splits(config, workdir)
   stats = data.statistics(config.data.name, config.data.data_dir)
-  cached = features.cached_sources(config, resized, stats)
+  cached = features.cached_sources(config, sources, stats)
   key, label_key = config.data.inputs[0], config.data.label_key
   out = {s: (cached[s].arrays[key], cached[s].arrays[label_key])
-         for s in splits}
-  return out, sources[config.data.train_split]
+         for s in sources}
+  return out, train_source
 
 
 def _num_classes(labels) -> int:
@@ -93,23 +110,23 @@ def _oracle(config, workdir, labels, train_source):
                    f"{config.al.oracle!r}")
 
 
-def _upper_bound(config, workdir, model, x, labels, evaluate):
-  """The heads trained on all training pairs (1 bit each); once."""
-  path = os.path.join(workdir, CURVE)
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
-  n = len(x)
-  i, j = np.triu_indices(n, k=1)
-  pairs = np.stack([i, j], 1)
-  similar = oracle_lib.similar(labels, pairs, rule=config.al.rule)
-  steps = config.train.get("upper_bound_steps") or None
-  params, _ = trainer.fit(model, x, pairs, similar, mode="pairs",
-                          seed=config.seed, steps=steps, **_fit_args(config))
-  entry = {"round": 0, "bits": float(len(pairs)), "labeled_pairs": len(pairs),
-           "free_pairs": 0, "labeled_images": 0,
-           "map@5": float(evaluate(params)["map@5"])}
-  return state_lib.append_curve(path, entry)
+class _Model(NamedTuple):
+  """A training mode's operations (the model interface of `loop.py`).
+
+  labels: the training images' labels ([N] class ids or [N, C] multi-hot).
+  train_source: the dataset's own train split (file names for the oracle).
+  fit(items, labels, *, mode, steps=None) -> (params, last batch loss):
+    trained from the seeded initialisation (`trainer.fit` / `finetune.fit`).
+  embed(params, indices) -> {"embeddings", ("class_probs")} host arrays.
+  pair_probs(params, embedded, pairs int[P, 2]) -> float[P] P(similar).
+  evaluate(params) -> {"map@5": ...}, queries against the archive.
+  """
+  labels: np.ndarray
+  train_source: Any
+  fit: Callable
+  embed: Callable
+  pair_probs: Callable
+  evaluate: Callable
 
 
 def _fit_args(config):
@@ -119,19 +136,8 @@ def _fit_args(config):
               min_batches=t.min_batches_per_epoch)
 
 
-def run(config, workdir):
-  """Runs (or resumes) ANNEAL; returns the curve (list of round entries)."""
-  al = config.al
-  if not al.frozen_backbone:
-    raise ValueError(
-        "al.frozen_backbone=False (full fine-tuning of the backbone, the "
-        "paper's GPU setting) is not supported yet: rs_jax.anneal trains "
-        "heads on frozen backbone features only; set "
-        "--config.al.frozen_backbone=True")
-  if al.strategy not in acquisition.STRATEGIES:
-    raise ValueError(f"al.strategy must be one of {acquisition.STRATEGIES}, "
-                     f"got {al.strategy!r}")
-  os.makedirs(workdir, exist_ok=True)
+def _frozen_model(config, workdir, mode) -> _Model:
+  """Heads on cached frozen backbone features (`trainer.py`)."""
   start = time.time()
   feats, train_source = load_features(config, workdir)
   x, labels = feats[config.data.train_split]
@@ -141,33 +147,122 @@ def run(config, workdir):
   logging.info("anneal: %d training images (%d-d features), %d classes; "
                "features in %.0f s", len(x), x.shape[1], num_classes,
                time.time() - start)
-  mode = trainer.mode_of(al.strategy)
   model = trainer.create_model(config.model, mode=mode,
                                num_classes=num_classes)
 
-  def evaluate_fn(params):
-    return trainer.evaluate(params, xq, lq, xdb, ldb, model=model, ks=(5,))
+  def fit(items, item_labels, *, mode, steps=None):
+    return trainer.fit(model, x, items, item_labels, mode=mode,
+                       seed=config.seed, steps=steps, **_fit_args(config))
 
-  if al.upper_bound:
-    return _upper_bound(config, workdir, model, x, labels, evaluate_fn)
-
-  def train_fn(items, item_labels, params):
-    del params  # every round trains from the same initialisation
-    t = time.time()
-    params, loss = trainer.fit(model, x, items, item_labels, mode=mode,
-                               seed=config.seed, **_fit_args(config))
-    logging.info("anneal: trained on %d items in %.1f s, last loss %.4f",
-                 len(items), time.time() - t, loss)
-    return params
-
-  def embed_fn(params, indices):
+  def embed(params, indices):
     out = trainer.embed(params, x[np.asarray(indices)], model=model,
                         with_classes=mode == "classes")
     return {k: np.asarray(v) for k, v in out.items()}
 
-  def pair_prob_fn(params, embedded, pairs):
+  def pair_probs(params, embedded, pairs):
     del embedded
     return np.asarray(trainer.pair_probs(params, x, pairs))
+
+  def evaluate(params):
+    return trainer.evaluate(params, xq, lq, xdb, ldb, model=model, ks=(5,))
+
+  return _Model(labels, train_source, fit, embed, pair_probs, evaluate)
+
+
+def _finetune_model(config, workdir, mode) -> _Model:
+  """Backbone and heads trained on images (`finetune.py`), the backbone
+  from config.model.weights."""
+  from rs_jax import data  # pylint: disable=g-import-not-at-top
+  from rs_jax.active_learning import finetune  # pylint: disable=g-import-not-at-top
+  start = time.time()
+  config, sources, train_source = _open_splits(config, workdir)
+  key, label_key = config.data.inputs[0], config.data.label_key
+  cache = config.train.get("image_cache_mb", 4096) * 2**20
+  images = {s: finetune.Images(v, key, label_key, cache_bytes=cache)
+            for s, v in sources.items()}
+  train = images[config.data.train_split]
+  query = images[config.eval.query_split]
+  archive = images[config.eval.database_split]
+  num_classes = _num_classes(train.labels)
+  stats = data.statistics(config.data.name, config.data.data_dir).get(key)
+  model = finetune.create_model(config.model, mode=mode,
+                                num_classes=num_classes,
+                                image_dtype=train.dtype, stats=stats)
+  init = finetune.init_variables(model, config.model, train.shape,
+                                 train.dtype, seed=config.seed)
+  mesh = finetune.create_mesh()
+  batch_size = config.eval.batch_size
+  logging.info("anneal: fine-tuning %s (weights %r) on %d training images "
+               "%s %s, %d classes, %d devices; images read in %.0f s",
+               config.model.backbone, config.model.get("weights", ""),
+               len(train), train.shape, train.dtype, num_classes, mesh.size,
+               time.time() - start)
+
+  def fit(items, item_labels, *, mode, steps=None):
+    params, losses = finetune.fit(model, init, train, items, item_labels,
+                                  mode=mode, seed=config.seed, steps=steps,
+                                  mesh=mesh, **_fit_args(config))
+    return params, float(losses[-1])
+
+  def embed(params, indices):
+    return finetune.embed(model, params, train, indices,
+                          batch_size=batch_size, mesh=mesh,
+                          with_classes=mode == "classes")
+
+  def pair_probs(params, embedded, pairs):
+    features = embedded.get("features")
+    if features is None or len(features) != len(train):
+      features = embed(params, None)["features"]
+    return finetune.pair_probs(params, features, pairs)
+
+  def evaluate(params):
+    return finetune.evaluate(model, params, query, archive, ks=(5,),
+                             batch_size=batch_size, mesh=mesh)
+
+  return _Model(train.labels, train_source, fit, embed, pair_probs, evaluate)
+
+
+def _upper_bound(config, workdir, model: _Model):
+  """Trained on all training pairs (1 bit each); once."""
+  path = os.path.join(workdir, CURVE)
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  i, j = np.triu_indices(len(model.labels), k=1)
+  pairs = np.stack([i, j], 1)
+  similar = oracle_lib.similar(model.labels, pairs, rule=config.al.rule)
+  steps = config.train.get("upper_bound_steps") or None
+  params, _ = model.fit(pairs, similar, mode="pairs", steps=steps)
+  entry = {"round": 0, "bits": float(len(pairs)), "labeled_pairs": len(pairs),
+           "free_pairs": 0, "labeled_images": 0,
+           "map@5": float(model.evaluate(params)["map@5"])}
+  return state_lib.append_curve(path, entry)
+
+
+def run(config, workdir):
+  """Runs (or resumes) ANNEAL; returns the curve (list of round entries)."""
+  al = config.al
+  if al.strategy not in acquisition.STRATEGIES:
+    raise ValueError(f"al.strategy must be one of {acquisition.STRATEGIES}, "
+                     f"got {al.strategy!r}")
+  os.makedirs(workdir, exist_ok=True)
+  start = time.time()
+  mode = trainer.mode_of(al.strategy)
+  model = (_frozen_model if al.frozen_backbone else _finetune_model)(
+      config, workdir, mode)
+  labels = model.labels
+  num_classes = _num_classes(labels)
+
+  if al.upper_bound:
+    return _upper_bound(config, workdir, model)
+
+  def train_fn(items, item_labels, params):
+    del params  # every round trains from the same initialisation
+    t = time.time()
+    params, loss = model.fit(items, item_labels, mode=mode)
+    logging.info("anneal: trained on %d items in %.1f s, last loss %.4f",
+                 len(items), time.time() - t, loss)
+    return params
 
   state_path = os.path.join(workdir, STATE)
   if os.path.exists(state_path):
@@ -186,9 +281,9 @@ def run(config, workdir):
       state_path=state_path,
       curve_path=os.path.join(workdir, CURVE), strategy=al.strategy,
       rounds=al.rounds, h=al.h,
-      oracle=_oracle(config, workdir, labels, train_source),
-      train_fn=train_fn, embed_fn=embed_fn, evaluate_fn=evaluate_fn,
-      initial_state=initial, pair_prob_fn=pair_prob_fn, lam=al.lam,
+      oracle=_oracle(config, workdir, labels, model.train_source),
+      train_fn=train_fn, embed_fn=model.embed, evaluate_fn=model.evaluate,
+      initial_state=initial, pair_prob_fn=model.pair_probs, lam=al.lam,
       p_factor=al.p_factor, kmeans_iters=al.kmeans_iters, log=logging.info)
   if result.waiting_for:
     logging.info("anneal: waiting for the oracle: fill in %s and rerun",
