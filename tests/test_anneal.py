@@ -114,13 +114,6 @@ def test_resume_after_crash_mid_round_loses_no_labels(straight, tmp_path,
   np.testing.assert_array_equal(a.similar, b.similar)
 
 
-def test_full_fine_tuning_is_a_clear_error(base_config, tmp_path):
-  config = _set(base_config.copy_and_resolve_references(),
-                {"al.frozen_backbone": False})
-  with pytest.raises(ValueError, match="frozen_backbone=False"):
-    anneal.run(config, str(tmp_path))
-
-
 def _blobs(n_per=24, classes=3, dim=12, seed=0):
   rng = np.random.default_rng(seed)
   centers = 3.0 * rng.normal(size=(classes, dim))
