@@ -83,6 +83,8 @@ def parse_args(argv=None):
   p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
   p.add_argument("--ablation_seeds", type=int, nargs="+", default=None,
                  help="seeds of the ablation / study rows (default --seeds)")
+  p.add_argument("--ablation_bits", type=int, nargs="+", default=None,
+                 help="K of the ablation / study rows (default --bits)")
   p.add_argument("--steps", type=int, default=None,
                  help="MiLaN training steps (default: the config's 10000); "
                  "validation every steps / 5")
@@ -376,9 +378,11 @@ def main(argv=None):
                         max(args.bits)))
 
   for name in variants:
-    seeds = args.seeds if name == "milan" else (args.ablation_seeds
-                                                or args.seeds)
-    for bits in args.bits:
+    seeds, bits_list = args.seeds, args.bits
+    if name != "milan":
+      seeds = args.ablation_seeds or seeds
+      bits_list = args.ablation_bits or bits_list
+    for bits in bits_list:
       for seed in seeds:
         c = variant(config, name, bits=bits, seed=seed)
         t0 = time.perf_counter()
