@@ -10,6 +10,7 @@ from configs import s1s2_triplet
 from rs_jax import losses
 from rs_jax import multimodal_losses
 from rs_jax import train
+from tests import test_train
 
 B, K, C = 12, 8, 6
 
@@ -208,10 +209,7 @@ def tiny_config(module, data_dir, **overrides):
   config.eval.batch_size = 40
   config.eval.ks = (10,)
   config.eval.select = "s1->s2/map@10"
-  for key, value in overrides.items():
-    group, name = key.split(".")
-    config[group][name] = value
-  return config
+  return test_train.override(config, overrides)
 
 
 @pytest.fixture(scope="module")

@@ -25,16 +25,21 @@ OVERRIDES = {
 }
 
 
-def tiny_config(data_dir, **overrides):
-  config = demo.get_config()
-  config.data.data_dir = str(data_dir)
-  for key, value in {**OVERRIDES, **overrides}.items():
+def override(config, overrides):
+  """Sets config fields named by dotted keys ("train.steps": 2)."""
+  for key, value in overrides.items():
     *path, last = key.split(".")
     node = config
     for name in path:
       node = node[name]
     node[last] = value
   return config
+
+
+def tiny_config(data_dir, **overrides):
+  config = demo.get_config()
+  config.data.data_dir = str(data_dir)
+  return override(config, {**OVERRIDES, **overrides})
 
 
 @pytest.fixture(scope="module")
