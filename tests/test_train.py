@@ -59,8 +59,23 @@ def test_same_loss_on_1_and_8_devices(data_dir, tmp_path):
   # Step 2's loss depends on step 1's update: both steps agree.
   np.testing.assert_allclose(eight["train/loss"], one["train/loss"],
                              rtol=1e-5)
-  for key in ("test/float/map@10", "test/float/ndcg@10"):
-    np.testing.assert_allclose(eight[key], one[key], rtol=1e-4, err_msg=key)
+  assert_same_code_metrics(one, eight)
+
+
+def assert_same_code_metrics(one, eight):
+  """Hamming-code metrics of two runs agree.
+
+  Float-distance rankings flip at near-ties when the reduction order
+  changes (1 vs 8 devices), so `float/` metrics are not compared. Hamming
+  distances are integers with ties broken by index: they change only if a
+  hash output lies within a few ulps of the 0.5 threshold (odds of about
+  1e-3 for these ~1,000 outputs).
+  """
+  keys = sorted(k for k in one if k.startswith("test/") and "/float/" not in k)
+  assert keys and keys == sorted(
+      k for k in eight if k.startswith("test/") and "/float/" not in k)
+  for key in keys:
+    np.testing.assert_allclose(eight[key], one[key], rtol=1e-6, err_msg=key)
 
 
 class Killed(Exception):
