@@ -35,6 +35,7 @@ from rs_jax import evaluate  # noqa: E402
 from rs_jax import input_pipeline  # noqa: E402
 from rs_jax import optimizers  # noqa: E402
 from rs_jax import ranking  # noqa: E402
+from rs_jax import sharding  # noqa: E402
 from rs_jax import train  # noqa: E402
 from rs_jax import viz  # noqa: E402
 from rs_jax.data import base as base_lib  # noqa: E402
@@ -90,7 +91,7 @@ def chance_map(config):
 
 def restore_best(config, workdir):
   """(Evaluator, best state, data) of a finished run in workdir."""
-  mesh = train.create_mesh()
+  mesh = sharding.create_mesh()
   data = input_pipeline.load(config, workdir)
   models = train.create_models(config, data.input_shapes)
   tx, _ = optimizers.create_optimizer(config.optim, config.train.steps)
@@ -99,7 +100,7 @@ def restore_best(config, workdir):
   state = {"step": jax.numpy.zeros((), jax.numpy.int32), "params": params,
            "batch_stats": {m: v["batch_stats"] for m, v in variables.items()},
            "opt_state": tx.init(params)}
-  state = jax.device_put(state, jax.NamedSharding(mesh, jax.P()))
+  state = jax.device_put(state, sharding.replicated(mesh))
   ckpt = checkpoints.Checkpoints(workdir, best_metric=config.eval.select)
   best = ckpt.restore_best(state)
   ckpt.close()

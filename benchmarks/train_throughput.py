@@ -29,6 +29,7 @@ import numpy as np
 
 from rs_jax import losses
 from rs_jax import optimizers
+from rs_jax import sharding
 from rs_jax import train
 
 
@@ -48,9 +49,9 @@ def measure(backbone, *, batch_size, steps, bits=64, size=120, bands=12):
                             "bit_balance": 1.0})
   variables = train.init_variables(models, shapes, seed=0)
   params = {m: v["params"] for m, v in variables.items()}
-  mesh = train.create_mesh()
-  replicated = jax.NamedSharding(mesh, jax.P())
-  sharded = jax.NamedSharding(mesh, jax.P("data"))
+  mesh = sharding.create_mesh()
+  replicated = sharding.replicated(mesh)
+  sharded = sharding.batch_sharded(mesh)
   state = jax.device_put({
       "step": jnp.zeros((), jnp.int32), "params": params,
       "batch_stats": {m: v["batch_stats"] for m, v in variables.items()},

@@ -29,6 +29,7 @@ import numpy as np
 from absl import logging
 
 from rs_jax import input_pipeline
+from rs_jax import sharding
 from rs_jax.active_learning import acquisition
 from rs_jax.active_learning import loop
 from rs_jax.active_learning import oracle as oracle_lib
@@ -173,7 +174,6 @@ def _finetune_model(config, workdir, mode) -> _Model:
   """Backbone and heads trained on images (`finetune.py`), the backbone
   from config.model.weights."""
   from rs_jax import data  # pylint: disable=g-import-not-at-top
-  from rs_jax import train as train_lib  # pylint: disable=g-import-not-at-top
   from rs_jax.active_learning import finetune  # pylint: disable=g-import-not-at-top
   start = time.time()
   config, sources, train_source = _open_splits(config, workdir)
@@ -191,7 +191,7 @@ def _finetune_model(config, workdir, mode) -> _Model:
                                 image_dtype=train.dtype, stats=stats)
   init = finetune.init_variables(model, config.model, train.shape,
                                  train.dtype, seed=config.seed)
-  mesh = train_lib.create_mesh()
+  mesh = sharding.create_mesh()
   batch_size = config.eval.batch_size
   logging.info("anneal: fine-tuning %s (weights %r) on %d training images "
                "%s %s, %d classes, %d devices; images read in %.0f s",

@@ -17,6 +17,7 @@ import numpy as np
 from rs_jax import hashing
 from rs_jax import metrics
 from rs_jax import ranking
+from rs_jax import sharding
 from rs_jax.models import encoder as encoder_lib
 
 
@@ -68,8 +69,8 @@ class Evaluator:
 
   def __init__(self, models, data, mesh, *, ks):
     self.data, self.ks = data, tuple(ks)
-    replicated = jax.NamedSharding(mesh, jax.P())
-    self.batch_sharding = jax.NamedSharding(mesh, jax.P("data"))
+    replicated = sharding.replicated(mesh)
+    self.batch_sharding = sharding.batch_sharded(mesh)
     self._encode = jax.jit(
         lambda params, stats, batch: encoder_lib.encode(
             models, params, stats, batch, data.stats, train=False)[0],

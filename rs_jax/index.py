@@ -51,6 +51,7 @@ import numpy as np
 from rs_jax import hashing
 from rs_jax import input_pipeline
 from rs_jax import ranking
+from rs_jax import sharding
 
 MAGIC = b"RSJAXIDX"
 FORMAT_VERSION = 1
@@ -477,7 +478,6 @@ def build_indexes(checkpoint_dir, data_name=None, data_dir=None, split="all",
   """
   from rs_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   from rs_jax import evaluate  # pylint: disable=g-import-not-at-top
-  from rs_jax import train  # pylint: disable=g-import-not-at-top
   from rs_jax import trained  # pylint: disable=g-import-not-at-top
   if jax.process_count() > 1:
     raise NotImplementedError(
@@ -506,7 +506,7 @@ def build_indexes(checkpoint_dir, data_name=None, data_dir=None, split="all",
                        f"{np.shape(example[key])}, the encoder expects "
                        f"{want}")
   id_key = next((k for k in ID_KEYS if k in example), None)
-  mesh = train.create_mesh(jax.local_devices())
+  mesh = sharding.create_mesh(jax.local_devices())
   devices = mesh.shape["data"]
   archive = _Archive(
       sources={split: source}, images={split: source},

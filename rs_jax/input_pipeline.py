@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from rs_jax import sharding as sharding_lib
+
 
 def open_split(data_config, split):
   """`rs_jax.data.load`, preparing the dataset first when it is missing."""
@@ -91,10 +93,8 @@ class Data:
   def to_global(self, batch, sharding):
     """This process's host batch -> global arrays sharded on the batch axis
     (the global batch is the processes' batches side by side)."""
-    return {key: jax.make_array_from_process_local_data(
-                sharding, np.asarray(batch[key]))
-            for key in (*self.keys, "pair_label", "index", "mask")
-            if key in batch}
+    return sharding_lib.to_global(
+        batch, sharding, (*self.keys, "pair_label", "index", "mask"))
 
   @staticmethod
   def iterator_state(iterator):

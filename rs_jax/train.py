@@ -30,18 +30,12 @@ from rs_jax import features
 from rs_jax import input_pipeline
 from rs_jax import losses
 from rs_jax import optimizers
+from rs_jax import sharding
 from rs_jax.models import encoder as encoder_lib
 
 
 def run(config, workdir):
   return train_and_evaluate(config, workdir)
-
-
-def create_mesh(devices=None) -> jax.sharding.Mesh:
-  """The devices (default: all, of all processes) on one 'data' axis."""
-  devices = jax.devices() if devices is None else list(devices)
-  return jax.make_mesh((len(devices),), ("data",), devices=devices,
-                       axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def create_models(config, input_shapes):
@@ -142,9 +136,9 @@ def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
   logging window, ...}, also written to WORKDIR/metrics.json.
   """
   check_config(config)
-  mesh = create_mesh(devices)
-  replicated = jax.NamedSharding(mesh, jax.P())
-  batch_sharding = jax.NamedSharding(mesh, jax.P("data"))
+  mesh = sharding.create_mesh(devices)
+  replicated = sharding.replicated(mesh)
+  batch_sharding = sharding.batch_sharded(mesh)
   data = input_pipeline.load(config, workdir)
   models = create_models(config, data.input_shapes)
   total_steps = config.train.steps

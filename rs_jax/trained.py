@@ -23,6 +23,7 @@ from rs_jax import checkpoints
 from rs_jax import evaluate
 from rs_jax import input_pipeline
 from rs_jax import optimizers
+from rs_jax import sharding
 from rs_jax import train
 from rs_jax.models import encoder as encoder_lib
 
@@ -140,9 +141,9 @@ def load_trained(workdir, *, devices=None) -> Trained:
   data = input_pipeline.load(config, workdir)
   shapes = data.input_shapes
   models = train.create_models(config, shapes)
-  mesh = train.create_mesh(devices)
+  mesh = sharding.create_mesh(devices)
   target = _abstract_state(config, models, shapes,
-                           jax.NamedSharding(mesh, jax.P()))
+                           sharding.replicated(mesh))
   ckpt = checkpoints.Checkpoints(workdir, best_metric=config.eval.select)
   try:
     step = ckpt.best.best_step()

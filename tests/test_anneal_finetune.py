@@ -12,7 +12,7 @@ import pytest
 from configs import anneal_ucm
 from rs_jax import anneal
 from rs_jax import data
-from rs_jax import train as train_lib
+from rs_jax import sharding
 from rs_jax.active_learning import finetune
 from rs_jax.active_learning import oracle as oracle_lib
 from rs_jax.active_learning import trainer
@@ -87,7 +87,7 @@ def test_a_round_trains_the_backbone_and_lowers_the_loss(parts):
               jax.tree.leaves(jax.device_get(variables["batch_stats"])))
   assert all(not np.allclose(a, b) for a, b in stats)  # BN running stats
   # The step sharded over 8 devices equals it on one (global-batch BN).
-  _, one = fit(epochs=1, mesh=train_lib.create_mesh(jax.devices()[:1]))
+  _, one = fit(epochs=1, mesh=sharding.create_mesh(jax.devices()[:1]))
   np.testing.assert_allclose(one, losses[:2], rtol=2e-4, atol=1e-5)
 
 

@@ -41,7 +41,7 @@ import numpy as np
 import optax
 
 from rs_jax import metrics
-from rs_jax import train as train_lib
+from rs_jax import sharding
 from rs_jax.active_learning import trainer
 from rs_jax.models import encoder as encoder_lib
 
@@ -175,8 +175,7 @@ def init_variables(model: Model, model_config, image_shape, image_dtype, *,
 
 
 def _shardings(mesh):
-  return (jax.NamedSharding(mesh, jax.P()),
-          jax.NamedSharding(mesh, jax.P("data")))
+  return sharding.replicated(mesh), sharding.batch_sharded(mesh)
 
 
 def _features(model, variables, images, *, train: bool):
@@ -251,12 +250,12 @@ def fit(model: Model, variables, images: Images, items, labels, *, mode: str,
       (pair modes), or rows int[M] with class ids int[M] ("classes").
     epochs, batch_size, lr: 15, 128 pairs, 1e-4 (Sec. IV-B); margin: m of
       eq. 1; gamma: eq. 11; steps, min_batches: see `trainer.schedule`.
-    mesh: `train.create_mesh()` (default all devices); batch_size must be a
+    mesh: `sharding.create_mesh()` (default all devices); batch_size must be a
       multiple of its size.
   Returns:
     (variables on the mesh, losses float32[S] of the S training batches).
   """
-  mesh = train_lib.create_mesh() if mesh is None else mesh
+  mesh = sharding.create_mesh() if mesh is None else mesh
   _check_batch(batch_size, mesh)
   items, labels = np.asarray(items), np.asarray(labels)
   rows = trainer.schedule(labels, mode=mode, epochs=epochs,
@@ -308,7 +307,7 @@ def embed(model: Model, variables, images: Images, indices=None, *,
   {"features": backbone f(x) float32[N, D], "embeddings": g(f(x))
   float32[N, 256]} (+ "class_probs" float32[N, C] with_classes).
   batch_size is rounded up to a multiple of the mesh's devices."""
-  mesh = train_lib.create_mesh() if mesh is None else mesh
+  mesh = sharding.create_mesh() if mesh is None else mesh
   indices = (np.arange(len(images)) if indices is None
              else np.asarray(indices, np.int64))
   size = -(-batch_size // mesh.size) * mesh.size
