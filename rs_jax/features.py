@@ -27,6 +27,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from rs_jax import paths
 from rs_jax.data import augment
 from rs_jax.data import pipeline
 from rs_jax.models import encoder as encoder_lib
@@ -96,12 +97,6 @@ def compute_features(config, source, modality, stats, *, views=(0,),
   return np.concatenate(out).astype(np.float32)
 
 
-def _save_atomic(path, arrays):
-  tmp = f"{path}.tmp-{os.getpid()}.npz"
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)
-
-
 def cached_sources(config, sources, stats):
   """{split: ArraySource of features}; computed on first use, then read."""
   cache_dir = os.path.join(config.data.data_dir, "features")
@@ -123,7 +118,8 @@ def cached_sources(config, sources, stats):
                      config.model.backbone, split, m, path)
         features = compute_features(config, source, m, stats.get(m),
                                     views=range(num_views))
-        _save_atomic(path, {"features": features})
+        with paths.atomic_write(path) as f:
+          np.savez(f, features=features)
       arrays[m] = np.load(path)["features"]
     labels = np.stack([np.asarray(source[i][label_key])
                        for i in range(len(source))])

@@ -42,7 +42,6 @@ import json
 import os
 import struct
 import sys
-import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -50,6 +49,7 @@ import numpy as np
 
 from rs_jax import hashing
 from rs_jax import input_pipeline
+from rs_jax import paths
 from rs_jax import ranking
 from rs_jax import sharding
 
@@ -361,29 +361,11 @@ class Index:
     prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header),
                           sum(map(len, sections)))
     digest = hashlib.sha256()
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory,
-                               prefix=f".{os.path.basename(path)}.")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-      with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), 0o666 & ~umask)  # mkstemp made it 0600
-        for chunk in (prefix, header, *sections):
-          digest.update(chunk)
-          f.write(chunk)
-        f.write(digest.digest())
-        f.flush()
-        os.fsync(f.fileno())
-      os.replace(tmp, path)
-    except BaseException:
-      os.unlink(tmp)
-      raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-      os.fsync(dir_fd)
-    finally:
-      os.close(dir_fd)
+    with paths.atomic_write(path) as f:
+      for chunk in (prefix, header, *sections):
+        digest.update(chunk)
+        f.write(chunk)
+      f.write(digest.digest())
 
   @classmethod
   def load(cls, path):

@@ -10,6 +10,8 @@ import os
 
 import numpy as np
 
+from rs_jax import paths
+
 RULES = ("any_shared", "identical")
 CSV_COLUMNS = ("pair_id", "index1", "index2", "path1", "path2", "similar")
 
@@ -98,14 +100,11 @@ class FileOracle:
     if pairs.size and pairs.max() >= len(self.image_paths):
       raise ValueError(f"pair index {pairs.max()} has no image path "
                        f"({len(self.image_paths)} paths given)")
-    os.makedirs(self.directory, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
+    with paths.atomic_write(path, "w") as f:
       w = csv.writer(f)
       w.writerow(CSV_COLUMNS)
       for n, (i, j) in enumerate(pairs):
         w.writerow([n, i, j, self.image_paths[i], self.image_paths[j], ""])
-    os.replace(tmp, path)
 
 
 def read_answers(path: str, pairs) -> np.ndarray:

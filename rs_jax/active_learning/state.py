@@ -10,10 +10,10 @@ images x log2 21 = 369 bits on UC Merced) or "pairs" = 1 bit per pair.
 import dataclasses
 import json
 import os
-import tempfile
 
 import numpy as np
 
+from rs_jax import paths
 from rs_jax.active_learning import acquisition
 from rs_jax.active_learning import pairs as pairs_lib
 from rs_jax.active_learning import transitivity
@@ -140,30 +140,14 @@ def add_class_labels(state: ALState, images, labels) -> ALState:
       pending_images=_I1)
 
 
-def _atomic_write(path: str, write) -> None:
-  """write(file object) into a temp file beside `path`, fsync, rename."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      write(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def save(path: str, state: ALState) -> None:
   """Writes the state to `path` (npz) atomically."""
   if state.phase not in PHASES:
     raise ValueError(f"phase must be one of {PHASES}, got {state.phase!r}")
   arrays = {f.name: np.asarray(getattr(state, f.name))
             for f in dataclasses.fields(state)}
-  _atomic_write(path, lambda f: np.savez(f, **arrays))
+  with paths.atomic_write(path) as f:
+    np.savez(f, **arrays)
 
 
 def load(path: str) -> ALState:
@@ -187,6 +171,5 @@ def append_curve(path: str, entry: dict) -> list:
       curve = json.load(f)
   curve = [e for e in curve if e["round"] != entry["round"]] + [entry]
   curve.sort(key=lambda e: e["round"])
-  text = json.dumps(curve, indent=1).encode()
-  _atomic_write(path, lambda f: f.write(text))
+  paths.write_text(path, json.dumps(curve, indent=1))
   return curve
