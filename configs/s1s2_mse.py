@@ -70,6 +70,7 @@ def get_config(arg=None):
   config.model.small_inputs = synthetic
   config.model.bits = 32
   config.model.head_hidden = ()
+  config.model.weights = ""  # or an .npz of backbone weights (fine-tuning)
   config.model.frozen = False
 
   config.loss = ml_collections.ConfigDict()

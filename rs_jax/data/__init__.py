@@ -59,6 +59,11 @@ def prepare(name: str, manual_dir, data_dir, **options):
   return b
 
 
+def is_prepared(name: str, data_dir) -> bool:
+  """Returns whether NAME is prepared (complete) in data_dir."""
+  return builder(name, data_dir).is_prepared()
+
+
 def _prepared(name, data_dir):
   b = builder(name, data_dir)
   if not b.is_prepared():
