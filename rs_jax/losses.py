@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from rs_jax import metrics
 
@@ -90,12 +91,6 @@ def _masked_max(x, mask, axis):
 
 def _masked_min(x, mask, axis):
   return jnp.min(jnp.where(mask, x, jnp.inf), axis=axis)
-
-
-def _bce_with_logits(logits: jax.Array, targets: jax.Array) -> jax.Array:
-  """Elementwise -[y log sigmoid(x) + (1 - y) log(1 - sigmoid(x))], stable."""
-  return (jnp.maximum(logits, 0.0) - logits * targets
-          + jnp.log1p(jnp.exp(-jnp.abs(logits))))
 
 
 def _check_form(form: str, forms: tuple[str, ...]) -> None:
@@ -300,7 +295,8 @@ def pair_bce(*, pair_logits, similar) -> jax.Array:
     pair_logits: float[B] (or [B, 1]) classifier logits. similar: {0, 1}[B].
   """
   x = _f32(pair_logits).reshape(-1)
-  return jnp.mean(_bce_with_logits(x, _f32(similar).reshape(-1)))
+  return jnp.mean(optax.sigmoid_binary_cross_entropy(
+      x, _f32(similar).reshape(-1)))
 
 
 # --------------------------------------------------------- classification --
@@ -308,9 +304,8 @@ def pair_bce(*, pair_logits, similar) -> jax.Array:
 
 def cross_entropy(*, logits, labels) -> jax.Array:
   """Softmax cross-entropy, mean over the batch. logits [B, C], int[B]."""
-  logp = jax.nn.log_softmax(_f32(logits), axis=-1)
-  labels = jnp.asarray(labels)
-  return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=-1))
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+      _f32(logits), jnp.asarray(labels)))
 
 
 def sigmoid_bce(*, logits, labels) -> jax.Array:
@@ -319,7 +314,8 @@ def sigmoid_bce(*, logits, labels) -> jax.Array:
   Args:
     logits: float[B, C]. labels: multi-hot {0, 1}[B, C].
   """
-  return jnp.mean(_bce_with_logits(_f32(logits), _f32(labels)))
+  return jnp.mean(optax.sigmoid_binary_cross_entropy(_f32(logits),
+                                                     _f32(labels)))
 
 
 # ---------------------------------------------------------------- hashing --
@@ -425,6 +421,37 @@ def mse_cosine_label(*, s1, s2, labels, pairing: str = "adjacent",
   return w_intra_s1 * intra_s1 + w_intra_s2 * intra_s2 + w_inter * inter
 
 
+# ------------------------------------------------- two networks (S1 / S2) --
+# The thesis' objective (eq. 3.2), L_Main + lambda1 L_Push + lambda2
+# L_Balancing with lambda1 = 0.001, lambda2 = 1, puts the push (eq. 2.5) and
+# balancing (eq. 2.6) terms on the output of each network. In "paper" form
+# (sums over the batch) `s1s2_push` equals `push` on the concatenated codes;
+# in the mean forms each network keeps its own mean, which the
+# concatenation would mix.
+
+
+def s1s2_push(*, s1, s2, form: str = "paper") -> jax.Array:
+  """Push loss of both networks: push(s1) + push(s2) (thesis eqs. 2.5, 3.2).
+
+  Args:
+    s1, s2: float[B, K] sigmoid outputs of the S1 and S2 networks.
+    form: `push` form, "paper" (sum over the batch) or "code" (mean).
+  """
+  return push(embeddings=s1, form=form) + push(embeddings=s2, form=form)
+
+
+def s1s2_balance(*, s1, s2, form: str = "paper") -> jax.Array:
+  """Balancing loss of both networks (thesis eqs. 2.6, 3.2):
+  bit_balance(s1) + bit_balance(s2).
+
+  Args:
+    s1, s2: float[B, K] sigmoid outputs of the S1 and S2 networks.
+    form: `bit_balance` form, "paper", "code" or "per_bit".
+  """
+  return (bit_balance(embeddings=s1, form=form)
+          + bit_balance(embeddings=s2, form=form))
+
+
 # -------------------------------------------------------------- combinator --
 
 LOSSES: dict[str, Callable[..., jax.Array]] = {
@@ -441,6 +468,8 @@ LOSSES: dict[str, Callable[..., jax.Array]] = {
     "bit_balance": bit_balance,
     "quantization": quantization,
     "mse_cosine_label": mse_cosine_label,
+    "s1s2_push": s1s2_push,
+    "s1s2_balance": s1s2_balance,
 }
 
 
