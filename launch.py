@@ -12,6 +12,8 @@ command runs in every process (`rs_jax.distributed`); only process 0 writes
 files.
 """
 import importlib
+import os
+import tempfile
 
 import jax
 from absl import app
@@ -19,7 +21,9 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from rs_jax import console
 from rs_jax import distributed
+from rs_jax import paths
 
 config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (get_config).", lock_config=True)
@@ -28,11 +32,24 @@ flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
 
+def log_path(workdir) -> str:
+  """WORKDIR/log.txt (log.N.txt for process N > 0); a local file in the
+  temporary directory when the workdir is remote."""
+  name = "log.txt" if jax.process_index() == 0 else f"log.{jax.process_index()}.txt"
+  if paths.is_local(workdir):
+    return os.path.join(workdir, name)
+  return os.path.join(tempfile.gettempdir(),
+                      f"rs_jax-{os.path.basename(workdir.rstrip('/'))}-{name}")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:
+    console.quiet()
   distributed.initialize()
   config, workdir = FLAGS.config, FLAGS.workdir
+  console.log_to(log_path(workdir))
   logging.info("process %d of %d, %d devices", jax.process_index(),
                jax.process_count(), jax.device_count())
   logging.info("task %s, workdir %s", config.task, workdir)

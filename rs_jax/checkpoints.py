@@ -20,13 +20,11 @@ def abstract(tree):
 
 
 def latest_step(workdir) -> int | None:
-  """Returns the step of WORKDIR's latest checkpoint (None without one),
-  read-only."""
-  ckpt = Checkpoints(workdir, best_metric="", read_only=True)
-  try:
-    return ckpt.latest.latest_step()
-  finally:
-    ckpt.close()
+  """Returns the step of WORKDIR's latest finished checkpoint (None without
+  one); reads the directory only (no manager, no cross-process barrier)."""
+  directory = paths.resolve(workdir) / "checkpoints" / "latest"
+  steps = ocp.utils.checkpoint_steps(directory) if directory.exists() else []
+  return max(steps, default=None)
 
 
 class Checkpoints:

@@ -18,9 +18,9 @@ from typing import Any, Iterator
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
 from jax.experimental import multihost_utils
 
+from rs_jax import console
 from rs_jax import paths
 from rs_jax import sharding as sharding_lib
 
@@ -34,9 +34,10 @@ def prepare_once(data_config) -> None:
   from rs_jax import data  # pylint: disable=g-import-not-at-top
   if jax.process_index() == 0 and not data.is_prepared(data_config.name,
                                                        data_config.data_dir):
-    logging.info("preparing %s in %s", data_config.name, data_config.data_dir)
-    data.prepare(data_config.name, data_config.get("manual_dir"),
-                 data_config.data_dir, **data_config.options.to_dict())
+    with console.to_log(f"preparing {data_config.name} in "
+                        f"{data_config.data_dir}"):
+      data.prepare(data_config.name, data_config.get("manual_dir"),
+                   data_config.data_dir, **data_config.options.to_dict())
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("rs_jax: dataset prepared")
     if not data.is_prepared(data_config.name, data_config.data_dir):

@@ -18,12 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import logging
 from clu import metric_writers
 from clu import parameter_overview
 from clu import periodic_actions
 
 from rs_jax import checkpoints
+from rs_jax import console
 from rs_jax import evaluate
 from rs_jax import features
 from rs_jax import input_pipeline
@@ -116,6 +116,13 @@ def make_train_step(models, tx, schedule, loss_fn, stats, *, label_key,
   return train_step
 
 
+def _float_twin(name: str) -> str:
+  """'s1->s2/map@20' -> 's1->s2/float/map@20': the same metric on the
+  float outputs."""
+  head, _, metric = name.rpartition("/")
+  return f"{head}/float/{metric}" if head else f"float/{metric}"
+
+
 def check_config(config) -> None:
   """Errors a run would otherwise meet only after training."""
   names = evaluate.metric_names(config.data.inputs, config.eval.ks)
@@ -196,8 +203,10 @@ def _train_and_evaluate(config, workdir, devices) -> dict:
   if restored is not None:
     state, data_state = restored
     data.restore_iterator(batches, data_state, int(state["step"]))
-    logging.info("resumed from step %d", int(state["step"]))
+    console.show(f"resumed from step {int(state['step'])}")
   start = int(state["step"])
+  progress = console.Progress(total_steps, start)
+  headline = [config.eval.select, _float_twin(config.eval.select)]
 
   train_step = jax.jit(
       make_train_step(models, tx, schedule, loss_fn, data.stats,
@@ -222,6 +231,8 @@ def _train_and_evaluate(config, workdir, devices) -> dict:
         last_log = {k: float(np.mean([s[k] for s in scalars]))
                     for k in scalars[0]}
         writer.write_scalars(step, last_log)
+        if is_main:
+          progress(step, last_log)
         scalars = []
       t0, last = time.perf_counter(), step == total_steps
       if config.eval.val_query_split and (step % config.eval.every == 0 or last):
@@ -230,6 +241,9 @@ def _train_and_evaluate(config, workdir, devices) -> dict:
                                    config.eval.val_database_split)
         writer.write_scalars(step, {f"val/{k}": v for k, v in val.items()})
         ckpt.save_best(step, state, val)
+        if is_main:
+          console.show(console.metrics_line(f"validation at step {step}:",
+                                            val, headline))
       if step % config.train.checkpoint_every == 0 or last:
         ckpt.save_latest(step, state, data.iterator_state(batches))
       other_time += time.perf_counter() - t0
@@ -256,6 +270,9 @@ def _train_and_evaluate(config, workdir, devices) -> dict:
   writer.flush()
   ckpt.close()
   if is_main:
+    console.show(console.metrics_line(
+        "test (best validation state):", results,
+        [f"test/{k}" for k in headline]))
     paths.write_text(workdir / "metrics.json",
                      json.dumps(results, indent=2, sort_keys=True))
     evaluator.save_sheet(workdir / "retrieval.png")

@@ -284,3 +284,23 @@ def test_s1_and_s2_views_retrieve_each_other(runs, data_dir):
   for direction in ("s1->s2", "s2->s1"):
     got = results[f"test/{direction}/map@10"]
     assert got > chance + 0.08, (direction, got, chance)
+
+
+def test_equal_splits_exclude_the_partner_in_every_direction():
+  """Every place has its own label, so a query's only relevant archive item
+  is itself (same modality) or its partner (other modality): excluded, no
+  query retrieves anything relevant; archive = another split keeps them."""
+  from rs_jax import evaluate  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  n, k = 12, 16
+  s2 = rng.uniform(size=(n, k)).astype(np.float32)
+  outputs = {"s1": s2 + 0.01, "s2": s2}  # partners have equal codes
+  labels = np.eye(n, dtype=np.uint8)
+  same = evaluate.score_directions(outputs, labels, outputs, labels, ks=(3,),
+                                   same_split=True)
+  other = evaluate.score_directions(outputs, labels, outputs, labels,
+                                    ks=(3,), same_split=False)
+  for d in ("s1->s1", "s1->s2", "s2->s1", "s2->s2"):
+    assert same[f"{d}/precision@3"] == 0.0, d
+    np.testing.assert_allclose(other[f"{d}/precision@3"], 1 / 3, err_msg=d)
+  assert same["mean/map@3"] == 0.0
