@@ -116,3 +116,38 @@ def test_a_user_error_is_one_short_message(tmp_path):
       "error: model.bits = 0: must be a positive integer",
       f"(traceback in {tmp_path / 'log.txt'})"]
   assert "Traceback" in (tmp_path / "log.txt").read_text()
+
+
+def test_readers_never_break_a_saving_trainer(tmp_path):
+  """Restores a run again and again while it saves a checkpoint every step:
+  readers open checkpoints read-only, so the trainer's in-flight temporary
+  directories are never removed under it. (A reader itself may lose the
+  race for a latest step that the trainer replaces while it is read; it
+  retries, and the best state, kept for 10 steps here, is what it reads.)"""
+  from rs_jax import trained  # pylint: disable=g-import-not-at-top
+  flags = [f"--config.{k}={v}" for k, v in {
+      **test_train.OVERRIDES, "train.steps": 40, "train.checkpoint_every": 1,
+      "eval.every": 10}.items() if k != "data.options"]
+  flags += [f"--config.data.options.{k}={v}"
+            for k, v in test_train.OPTIONS.items() if k != "splits"]
+  run = tmp_path / "run"
+  trainer = launch(run, *flags)
+  reads, deadline = 0, time.monotonic() + 600
+  try:
+    while trainer.poll() is None and time.monotonic() < deadline:
+      if not (run / "checkpoints" / "best").is_dir():
+        time.sleep(0.2)
+        continue
+      try:
+        restored = trained.load_trained(run)
+      except Exception:  # pylint: disable=broad-except
+        continue  # lost the race for a replaced step: the reader's problem
+      assert 1 <= restored.step <= 40
+      reads += 1
+    _, err = trainer.communicate(timeout=max(1, deadline - time.monotonic()))
+  finally:
+    trainer.kill()
+  assert trainer.returncode == 0, err
+  assert reads >= 2
+  assert json.loads((run / "metrics.json").read_text())[
+      "train/final_step"] == 40
