@@ -37,7 +37,8 @@ import numpy as np
 from absl import app
 from absl import flags
 
-_FIXTURE = flags.DEFINE_string("fixture", None, "Output .npz.", required=True)
+_FIXTURE = flags.DEFINE_string(
+    "fixture", "tests/fixtures/torchvision_reference.npz", "Output .npz.")
 
 NUM_CLASSES = 10
 # torchvision / timm builder name -> (input side, stem BN module)

@@ -184,8 +184,7 @@ class InceptionV3(nn.Module):
     conv = functools.partial(nn.Conv, use_bias=False, kernel_init=_init,
                              dtype=self.dtype)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                             momentum=0.9, epsilon=1e-3, dtype=self.dtype,
-                             use_fast_variance=False)
+                             momentum=0.9, epsilon=1e-3, dtype=self.dtype)
     block = functools.partial(BasicConv2d, conv=conv, norm=norm)
     x = block(32, (3, 3), 2, name="Conv2d_1a_3x3")(x)
     x = block(32, (3, 3), name="Conv2d_2a_3x3")(x)

@@ -99,8 +99,7 @@ class ResNet(nn.Module):
     conv = functools.partial(nn.Conv, use_bias=False, padding="VALID",
                              kernel_init=_conv_init, dtype=self.dtype)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                             momentum=0.9, epsilon=1e-5, dtype=self.dtype,
-                             use_fast_variance=False)
+                             momentum=0.9, epsilon=1e-5, dtype=self.dtype)
     x = jnp.asarray(x, self.dtype)
     if x.ndim != 4:
       raise ValueError(f"ResNet expects NHWC input [B, H, W, C], got shape "

@@ -100,8 +100,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   path = os.fspath(path)
   if path.endswith(".safetensors"):
     import safetensors.numpy  # pylint: disable=g-import-not-at-top
-    return dict(safetensors.numpy.load_file(path))
-  obj = torch_pickle.read_torch_pickle(path)
+    obj = safetensors.numpy.load_file(path)
+  else:
+    obj = torch_pickle.read_torch_pickle(path)
   for key in ("state_dict", "model"):
     if isinstance(obj, dict) and isinstance(obj.get(key), dict):
       obj = obj[key]
