@@ -143,7 +143,9 @@ def main(argv):
                                          num_classes=NUM_CLASSES), torch)
     out[f"{arch}/timm"] = np.str_(_state_json(timm_model))
     timm_model.eval()
-    timm_x = model._transform_input(x) if arch == "inception_v3" else x  # pylint: disable=protected-access
+    timm_x = x
+    if arch == "inception_v3":
+      timm_x = model._transform_input(x)  # pylint: disable=protected-access
     out[f"{arch}/timm_eval_features"] = _run(timm_model, timm_x, torch)[0]
     diff = np.abs(out[f"{arch}/timm_eval_features"] -
                   out[f"{arch}/eval_features"]).max()

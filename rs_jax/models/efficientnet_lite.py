@@ -240,7 +240,8 @@ def load_imagenet(num_classes: int | None = 1000, *, in_channels: int = 3,
   in_channels != 3 adapts the stem with `weights.adapt_first_conv`.
   path: None = the installed package's .pth (see `package_weights_path`);
   a torch .pth; or a .npz written by `weights.save_npz` (e.g. by
-  `python -m rs_jax.models.convert`), which must match the requested model exactly.
+  `python -m rs_jax.models.convert`), which must match the requested model
+  exactly.
   Returns {"params": ..., "batch_stats": ...} of float32 NumPy arrays.
   """
   if num_classes not in (1000, None):

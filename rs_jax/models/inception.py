@@ -11,10 +11,10 @@ Module names are torchvision's (`Mixed_5b/branch1x1/conv`, `.../bn`),
 so converted weights keep their names (`rs_jax.models.torch_checkpoints`).
 
 Input normalisation of ImageNet weights: every ImageNet Inception-v3 in
-torchvision and timm (`inception_v3.tv_in1k`, `tf_in1k`, `adv_in1k`) expects
-(x / 255 - 0.5) / 0.5 at its first conv. torchvision feeds ImageNet-normalised
-images ((x / 255 - mean) / std) and its pretrained model maps them back with
-`transform_input=True`; this module does the same with
+torchvision and timm (`inception_v3.tv_in1k`, `tf_in1k`, `tf_adv_in1k`)
+expects (x / 255 - 0.5) / 0.5 at its first conv. torchvision feeds
+ImageNet-normalised images ((x / 255 - mean) / std) and its pretrained model
+maps them back with `transform_input=True`; this module does the same with
 `transform_input=True` (3 bands only). `preprocess` gives that input: resize
 to 299x299 and ImageNet mean/std. timm's `gluon_in1k` weights take the
 ImageNet-normalised input as it is: `transform_input=False`.

@@ -1,4 +1,4 @@
-"""Centred square crop + PIL resize of uint8 RGB images (ImageNet eval input)."""
+"""ImageNet eval input: centred square crop + PIL resize, normalisation."""
 import numpy as np
 from PIL import Image
 

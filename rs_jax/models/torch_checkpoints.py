@@ -106,10 +106,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   for key in ("state_dict", "model"):
     if isinstance(obj, dict) and isinstance(obj.get(key), dict):
       obj = obj[key]
-  if not isinstance(obj, dict) or not all(
-      isinstance(v, np.ndarray) for v in obj.values()):
+  if not isinstance(obj, dict):
     raise ValueError(f"{path}: not a state dict (a dict of tensors), got "
                      f"{type(obj).__name__}")
+  for k, v in obj.items():
+    if not isinstance(v, np.ndarray):
+      raise ValueError(f"{path}: not a state dict: entry {k!r} is "
+                       f"{type(v).__name__}, not a tensor")
   if obj and all(k.startswith("module.") for k in obj):
     obj = {k[len("module."):]: v for k, v in obj.items()}
   return dict(obj)
