@@ -45,7 +45,8 @@ def backbone_variables(model_config, input_shape):
   if not source or source == "imagenet":
     raise ValueError(
         f"model.frozen needs pretrained weights for backbone {name!r}: set "
-        f"model.weights to an .npz file (ImageNet weights ship only for "
+        f"model.weights to an .npz file, e.g. from `python -m "
+        f"rs_jax.models.convert` (ImageNet weights ship only for "
         f"efficientnet_lite0)")
   module = encoder_lib.create_backbone(model_config)
   template = jax.eval_shape(module.init, jax.random.key(0),
