@@ -63,7 +63,7 @@ def _preprocess(model_config, images, stats):
   if images.dtype == np.uint8 and model_config.backbone == "inception_v3":
     from rs_jax.models import inception  # pylint: disable=g-import-not-at-top
     return inception.preprocess(images, crop_padding=crop_padding)
-  return np.asarray(encoder_lib.normalize(images, stats))
+  return np.asarray(encoder_lib.standardize(images, stats))
 
 
 def cache_key(config, split, modality, num_views) -> str:

@@ -4,7 +4,6 @@ pipelines.
   prepare(name, manual_dir, data_dir, **options)  builds a dataset once
   load(name, split, data_dir)   -> random-access source: len(), [i] -> dict
   statistics(name, data_dir)    -> {feature: {"mean": f32[C], "std": f32[C]}}
-  normalize(example_or_batch, stats) -> (x - mean) / std on those features
 
 NAME -> (module, builder class, builder config); modules import lazily, so
 reading one dataset never imports the others. TFDS registers the classes under
@@ -57,6 +56,11 @@ def prepare(name: str, manual_dir, data_dir, **options):
   b.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=str(manual_dir) if manual_dir else None))
   return b
+
+
+def is_prepared(name: str, data_dir) -> bool:
+  """Returns whether NAME is prepared (complete) in data_dir."""
+  return builder(name, data_dir).is_prepared()
 
 
 def _prepared(name, data_dir):
@@ -115,14 +119,3 @@ def statistics(name: str, data_dir, split: str | None = None):
   return {k: {"mean": np.asarray(v["mean"], np.float32),
               "std": np.asarray(v["std"], np.float32)}
           for k, v in stats[split].items()}
-
-
-def normalize(example_or_batch: Mapping[str, Any], stats):
-  """(x - mean) / std over the last axis for every feature in stats (float32;
-  NumPy or JAX arrays, one example or a batch); other keys pass through."""
-  out = dict(example_or_batch)
-  for key, s in stats.items():
-    if key in out:
-      x = out[key]
-      out[key] = (x.astype(np.float32) - s["mean"]) / np.maximum(s["std"], 1e-12)
-  return out
