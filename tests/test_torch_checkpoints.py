@@ -46,9 +46,10 @@ STEM = {"resnet18": (("bn_init",), 2 * 31 * 31),
 
 
 def run_convert(*argv):
-  """Runs `python -m rs_jax.models.convert ARGV` in this process."""
+  """Runs `python -m rs_jax.models.convert ARGV` in this process
+  (--verbosity given: console.quiet's log filters stay out of pytest)."""
   with flagsaver.flagsaver():
-    flags.FLAGS(["convert", *argv])
+    flags.FLAGS(["convert", "--verbosity=0", *argv])
     convert_cli.main(["convert"])
 
 

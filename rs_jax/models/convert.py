@@ -20,6 +20,7 @@ import jax
 from absl import app
 from absl import flags
 
+from rs_jax import console
 from rs_jax.models import efficientnet_lite
 from rs_jax.models import torch_checkpoints
 from rs_jax.models import weights
@@ -40,6 +41,8 @@ _IN_CHANNELS = flags.DEFINE_integer(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    console.quiet()
   path = _TORCH_FILE.value
   if path is None and _ARCH.value == "efficientnet_lite0":
     path = efficientnet_lite.package_weights_path()
