@@ -102,9 +102,9 @@ def test_matches_torchvision_in_eval_and_train_mode(reference, arch):
     old, new = old[name], new[name]
   np.testing.assert_allclose(new["mean"], reference[f"{arch}/stem_mean"],
                              rtol=0, atol=1e-5)
-  torch_batch_var = reference[f"{arch}/stem_var"] - 0.9 * old["var"]
+  torch_batch_term = reference[f"{arch}/stem_var"] - 0.9 * old["var"]
   np.testing.assert_allclose(new["var"],
-                             0.9 * old["var"] + torch_batch_var * (n - 1) / n,
+                             0.9 * old["var"] + torch_batch_term * (n - 1) / n,
                              rtol=0, atol=1e-5)
 
 
