@@ -5,6 +5,8 @@ here shapes use `jax.eval_shape`, and one 299x299 compile checks that
 `model.backbone=inception_v3` frozen features are the module's outputs on
 `inception.preprocess`ed images.
 """
+import hashlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,6 +54,17 @@ def test_input_errors():
     _shapes(inception.InceptionV3(transform_input=True), (1, 80, 80, 12))
   with pytest.raises(ValueError, match="NHWC"):
     _shapes(inception.InceptionV3(), (80, 80, 3))
+
+
+def test_preprocess_is_torchvisions_resize_and_normalize():
+  """Bit for bit: torchvision's Resize((299, 299)) + ToTensor + Normalize
+  gave the same float32 input (fixture, tools/make_torchvision_reference)."""
+  with np.load(test_torch_checkpoints.FIXTURES /
+               "torchvision_reference.npz") as f:
+    want = str(f["inception_v3/preprocess_sha256"])
+  x = inception.preprocess(ref.reference_image())
+  assert x.shape == (299, 299, 3)
+  assert hashlib.sha256(x.tobytes()).hexdigest() == want
 
 
 def test_preprocess_resizes_and_normalises_as_torchvision():

@@ -25,11 +25,16 @@ Per architecture the fixture holds:
   {arch}/stem_mean, stem_var    the stem BN's running statistics after the
                     train-mode call (torch momentum 0.1, unbiased variance)
 
+and inception_v3/preprocess_sha256: SHA-256 of torchvision's
+`Resize((299, 299), BILINEAR)` + `ToTensor` + `Normalize(ImageNet)` of
+`reference_image()` (float32 HWC), the input of MiLaN's features.
+
 Inception-v3 is built as torchvision builds its pretrained model:
 `transform_input=True`, with the auxiliary classifier in its state dict
 (dropped by the converter; not run: it needs 299x299 inputs); timm's model
 gets torchvision's transformed input.
 """
+import hashlib
 import json
 import zlib
 
@@ -86,6 +91,24 @@ def reference_input(arch: str, seed: int = 0) -> np.ndarray:
   size = ARCHS[arch][0]
   rng = np.random.default_rng([seed, zlib.crc32(arch.encode())])
   return rng.standard_normal((2, size, size, 3)).astype(np.float32)
+
+
+def reference_image() -> np.ndarray:
+  """uint8[256, 256, 3] seeded noise (a UC Merced-sized RGB image)."""
+  rng = np.random.default_rng(zlib.crc32(b"image"))
+  return rng.integers(0, 256, (256, 256, 3), np.uint8)
+
+
+def _preprocess_sha256(torchvision) -> str:
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  t = torchvision.transforms
+  pipeline = t.Compose([
+      t.Resize((299, 299), interpolation=t.InterpolationMode.BILINEAR),
+      t.ToTensor(),
+      t.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+  x = pipeline(Image.fromarray(reference_image())).numpy()
+  return hashlib.sha256(np.ascontiguousarray(
+      x.transpose(1, 2, 0)).tobytes()).hexdigest()
 
 
 def _state_json(model) -> str:
@@ -153,6 +176,8 @@ def main(argv):
           f"|max| {np.abs(out[f'{arch}/eval_features']).max():.3g}, train "
           f"{np.abs(out[f'{arch}/train_features']).max():.3g}; timm vs "
           f"torchvision max |diff| {diff:.2g}")
+  out["inception_v3/preprocess_sha256"] = np.str_(
+      _preprocess_sha256(torchvision))
   with open(_FIXTURE.value, "wb") as f:
     np.savez_compressed(f, **out)
   print(f"wrote {_FIXTURE.value}")

@@ -215,9 +215,10 @@ def preprocess(images, *, size: int = IMAGE_SIZE,
   The input of ImageNet weights with `transform_input=True`: centred square
   crop (crop_padding=0: the largest; 43: torchvision's eval crop 299 / 342),
   PIL bilinear resize to size x size (uint8), then ImageNet mean/std as
-  torchvision's `Normalize`. torchvision's own eval transform resizes the
-  short side to 342 before the 299 crop; crop-then-resize differs from it
-  by interpolation only.
+  torchvision's `Normalize` (a square image gives torchvision's
+  `Resize((299, 299))` + `ToTensor` + `Normalize` bit for bit).
+  torchvision's own eval transform resizes the short side to 342 before the
+  299 crop; crop-then-resize differs from it by interpolation only.
   """
   images = preprocessing.crop_and_resize(images, size=size,
                                          crop_padding=crop_padding,
