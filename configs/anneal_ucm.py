@@ -21,12 +21,9 @@ eval.batch_size: multiples of the device count). For the paper's schedule
 (15 epochs of the labeled set per round) also set
 --config.train.min_batches_per_epoch=0.
 """
-import os
-
 import ml_collections
 
-_SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
-                       "shared", "data")
+from configs import raw_data
 
 
 def get_config(arg=None):
@@ -38,7 +35,7 @@ def get_config(arg=None):
   config.data = ml_collections.ConfigDict()
   config.data.name = "ucmerced"
   config.data.data_dir = "data"  # relative paths are inside the workdir
-  config.data.manual_dir = os.path.normpath(os.path.join(_SHARED, "ucmerced"))
+  config.data.manual_dir = raw_data.raw_dir("ucmerced")  # or set it
   config.data.options = ml_collections.ConfigDict(dict(splits="anneal",
                                                        seed=0))
   config.data.image_size = 256  # a few UC Merced images are 247-256 px

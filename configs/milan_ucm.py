@@ -40,6 +40,8 @@ Ablations: --config.loss.weights.push=1 --config.loss.weights.bit_balance=1
 """
 import ml_collections
 
+from configs import raw_data
+
 
 def get_config(arg=None):
   """arg: the dataset, "ucmerced" (default) or "aid" (configs/milan_aid.py)."""
@@ -53,7 +55,7 @@ def get_config(arg=None):
   config.data = ml_collections.ConfigDict()
   config.data.name = dataset
   config.data.data_dir = "data"  # relative paths are inside the workdir
-  config.data.manual_dir = ""  # the class-folder archive (set it)
+  config.data.manual_dir = raw_data.raw_dir(dataset)  # class folders
   config.data.options = ml_collections.ConfigDict(dict(splits="milan", seed=0))
   config.data.inputs = ("image",)
   config.data.label_key = "label"

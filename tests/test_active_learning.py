@@ -246,12 +246,12 @@ def test_file_oracle_csv_round_trip_and_errors(tmp_path):
         csv.writer(f).writerows(rows)
     return path
 
-  with pytest.raises(ValueError, match=r"row 2: similar must be 0 or 1, got "
+  with pytest.raises(ValueError, match=r"line 3: similar must be 0 or 1, got "
                                        r"'yes'"):
     oracle_lib.read_answers(broken(("1", "yes", "0")), q)
-  with pytest.raises(ValueError, match=r"rows \[3\] have no answer"):
+  with pytest.raises(ValueError, match=r"lines \[4\] have no answer"):
     oracle_lib.read_answers(broken(("1", "0", "")), q)
-  with pytest.raises(ValueError, match=r"row 1: pair_id,index1,index2 = "
+  with pytest.raises(ValueError, match=r"line 2: pair_id,index1,index2 = "
                                        r"0,0,4, expected 0,0,3"):
     oracle_lib.read_answers(broken(edit=lambda r: r[1].__setitem__(2, "4")),
                             q)

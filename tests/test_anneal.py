@@ -182,3 +182,18 @@ def test_fit_learns_a_metric_space(mode):
   assert cos[same & off].min() > cos[~same].max()
   got = trainer.evaluate(params, x, labels, x, labels, model=model, ks=(5,))
   assert float(got["map@5"]) == pytest.approx(1.0)
+
+
+def test_file_oracle_names_images_by_their_path(tmp_path):
+  """The annotator's CSV names files that open: stored names (bytes) decoded
+  and placed under data.manual_dir (its Images/ folder when it has one)."""
+  (tmp_path / "Images" / "forest").mkdir(parents=True)
+  config = anneal_ucm.get_config()
+  config.data.manual_dir = str(tmp_path)
+  source = [{"filename": b"forest/forest00.webp"}, {"filename": "a/b.png"}]
+  assert anneal._image_paths(config, source) == [
+      str(tmp_path / "Images" / "forest" / "forest00.webp"),
+      str(tmp_path / "Images" / "a" / "b.png")]
+  config.data.manual_dir = ""
+  assert anneal._image_paths(config, source) == ["forest/forest00.webp",
+                                                 "a/b.png"]

@@ -28,7 +28,9 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 from absl import logging
 
+from rs_jax import console
 from rs_jax import data
+from rs_jax import paths
 from rs_jax import input_pipeline
 from rs_jax import sharding
 from rs_jax import workdir as workdir_lib
@@ -103,13 +105,26 @@ def _num_classes(labels) -> int:
   return labels.shape[1] if labels.ndim == 2 else int(labels.max()) + 1
 
 
+def _image_paths(config, source) -> list[str]:
+  """The file of every training image, for the annotator: the stored
+  `filename` (relative to the class folders) under data.manual_dir."""
+  root = paths.resolve(config.data.manual_dir) if config.data.manual_dir else None
+  if root is not None and (root / "Images").is_dir():
+    root = root / "Images"
+  out = []
+  for i in range(len(source)):
+    name = source[i].get("filename", str(i))
+    name = name.decode("utf-8") if isinstance(name, bytes) else str(name)
+    out.append(str(root / name) if root is not None else name)
+  return out
+
+
 def _oracle(config, workdir, labels, train_source):
   if config.al.oracle == "simulated":
     return oracle_lib.SimulatedOracle(labels, rule=config.al.rule)
   if config.al.oracle == "file":
-    names = [str(train_source[i].get("filename", i))
-             for i in range(len(train_source))]
-    return oracle_lib.FileOracle(os.path.join(workdir, "queries"), names)
+    return oracle_lib.FileOracle(os.path.join(workdir, "queries"),
+                                 _image_paths(config, train_source))
   raise ValueError(f"al.oracle must be 'simulated' or 'file', got "
                    f"{config.al.oracle!r}")
 
@@ -295,8 +310,9 @@ def _run(config, workdir):
       initial_state=initial, pair_prob_fn=model.pair_probs, lam=al.lam,
       p_factor=al.p_factor, kmeans_iters=al.kmeans_iters, log=logging.info)
   if result.waiting_for:
-    logging.info("anneal: waiting for the oracle: fill in %s and rerun",
-                 result.waiting_for)
+    console.show(f"waiting for answers: fill in the 'similar' column of "
+                 f"{result.waiting_for} (1 = similar, 0 = dissimilar), then "
+                 f"run the same command again")
   logging.info("anneal: %s round %d in %.0f s", al.strategy,
                result.state.round, time.time() - start)
   with open(os.path.join(workdir, CURVE)) as f:

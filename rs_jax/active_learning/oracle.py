@@ -74,7 +74,8 @@ class FileOracle:
   empty `similar` column, and raises AnswersPending while that column is
   empty in every row. Once it is filled in, the file is validated (header,
   the same pairs in the same order, every row 0 or 1) and the answers are
-  returned; a malformed file raises ValueError naming the file and row.
+  returned; a malformed file raises ValueError naming the file and line
+  (line 1 is the header, as a spreadsheet numbers rows).
 
   Args:
     directory: where the CSV files go.
@@ -122,7 +123,7 @@ def read_answers(path: str, pairs) -> np.ndarray:
   answers = np.zeros(len(pairs), bool)
   empty = []
   for n, (row, (i, j)) in enumerate(zip(rows, pairs)):
-    where = f"{path}, row {n + 1}"
+    where = f"{path}, line {n + 2}"  # as a spreadsheet numbers it
     if len(row) != len(CSV_COLUMNS):
       raise ValueError(f"{where}: {len(row)} columns, expected "
                        f"{len(CSV_COLUMNS)}")
@@ -132,7 +133,7 @@ def read_answers(path: str, pairs) -> np.ndarray:
                        f"expected {n},{i},{j} (rows must not be changed)")
     value = row[5].strip()
     if value == "":
-      empty.append(n + 1)
+      empty.append(n + 2)
     elif value in ("0", "1"):
       answers[n] = value == "1"
     else:
@@ -141,7 +142,7 @@ def read_answers(path: str, pairs) -> np.ndarray:
     raise AnswersPending(path)
   if empty:
     more = " ..." if len(empty) > 10 else ""
-    raise ValueError(f"{path}: rows {empty[:10]}{more} have no answer in "
+    raise ValueError(f"{path}: lines {empty[:10]}{more} have no answer in "
                      f"'similar' ({len(empty)} of {len(pairs)}); expected 0 "
                      "or 1 in every row")
   return answers
