@@ -32,8 +32,9 @@ def checkpoint_checksum(directory) -> str:
   `directory`, in sorted order."""
   digest = hashlib.sha256()
   directory = paths.resolve(directory)
-  files = sorted(p.relative_to(directory).as_posix()
-                 for p in directory.rglob("*") if p.is_file())
+  # epath's rglob refuses "**" (GCS cost); walk lists every level instead.
+  files = sorted((root / name).relative_to(directory).as_posix()
+                 for root, _, names in directory.walk() for name in names)
   if not files:
     raise FileNotFoundError(f"{directory}: empty checkpoint directory")
   for rel in files:
