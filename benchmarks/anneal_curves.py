@@ -193,6 +193,7 @@ def rerender(json_path) -> None:
 
 
 def main(argv):
+  """Runs every strategy and the upper bound, or renders a JSON."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if FLAGS.from_json:

@@ -195,7 +195,7 @@ def base_config(config, *, data_dir, manual_dir, steps):
 
 
 def variant(config, name, *, bits, seed):
-  """The config of row `name` (see NAMES) at K = bits and seed."""
+  """Returns the config of row `name` (see NAMES) at K = bits and seed."""
   c = config.copy_and_resolve_references()
   c.model.bits, c.seed = bits, seed
   w = c.loss.weights
@@ -494,7 +494,29 @@ def environment():
 # ---------------------------------------------------------------- main --
 
 
+def prepare(config, work, variants):
+  """Returns (features per split, seconds): prepared and cached once."""
+  t0 = time.perf_counter()
+  feats = load_features(config, work)
+  if "views8" in variants:
+    load_features(variant(config, "views8", bits=32, seed=0), work)
+  prepare_s = time.perf_counter() - t0
+  console.show(f"prepared + cached features in {prepare_s:.0f} s")
+  return feats, prepare_s
+
+
+def write_plots(out, records, panels, test_labels, bits):
+  """Writes milan_ucm_map_vs_bits.png and milan_ucm_tsne.png into `out`."""
+  plot_map_vs_bits(records, [m for m in methods_of(records)
+                             if m in BASE_METHODS], bits,
+                   out / "milan_ucm_map_vs_bits.png")
+  plot_tsne([p for p in panels if p is not None], test_labels,
+            out / "milan_ucm_tsne.png")
+
+
 def main(argv):
+  """Runs the baselines and MiLaN rows and writes the table, or renders a
+  JSON."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if FLAGS.from_json:
@@ -510,14 +532,7 @@ def main(argv):
                        manual_dir=FLAGS.manual_dir, steps=FLAGS.steps)
   bits, seeds = ints(FLAGS.bits), ints(FLAGS.seeds)
   variants = list(FLAGS.variants) + (list(STUDY) if FLAGS.study else [])
-
-  t0 = time.perf_counter()
-  feats = load_features(config, work)
-  if "views8" in variants:
-    load_features(variant(config, "views8", bits=32, seed=0), work)
-  prepare_s = time.perf_counter() - t0
-  console.show(f"prepared + cached features in {prepare_s:.0f} s")
-
+  feats, prepare_s = prepare(config, work, variants)
   records, times, kslsh_panel = run_baselines(feats, bits, seeds)
   milan_records, milan_times, milan_panel = run_variants(
       config, variants, work, feats["test"], bits=bits, seeds=seeds,
@@ -525,19 +540,16 @@ def main(argv):
       ablation_seeds=ints(FLAGS.ablation_seeds), reuse=FLAGS.reuse)
   records += milan_records
   times.update(milan_times)
-
   out = paths.resolve(FLAGS.out)
-  plot_map_vs_bits(records, [m for m in methods_of(records)
-                             if m in BASE_METHODS], bits,
-                   out / "milan_ucm_map_vs_bits.png")
-  plot_tsne([p for p in (kslsh_panel, milan_panel) if p is not None],
-            feats["test"][1], out / "milan_ucm_tsne.png")
+  write_plots(out, records, (kslsh_panel, milan_panel), feats["test"][1],
+              bits)
   record = dict(
       command=report.command(__spec__.name, env="OPENBLAS_NUM_THREADS="
                              + os.environ["OPENBLAS_NUM_THREADS"]),
       environment=environment(), total_s=time.perf_counter() - t_start,
-      prepare_s=prepare_s, bits=bits, seeds=seeds, config=json.loads(config.to_json_best_effort()),
-      paper=PAPER, records=records,
+      prepare_s=prepare_s, bits=bits, seeds=seeds,
+      config=json.loads(config.to_json_best_effort()), paper=PAPER,
+      records=records,
       query_time_ms={f"{m}@{b}": t for (m, b), t in times.items()})
   prefix = out / f"milan_ucm_{FLAGS.tag}"
   report.write_json(prefix.with_suffix(".json"), record)

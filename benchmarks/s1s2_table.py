@@ -117,8 +117,8 @@ def metric_index(metrics: dict):
 
 def metric_table(results: dict, bits, space: str, k: int, metrics,
                  directions) -> str:
-  """Markdown: one block of rows per metric (directions, then their
-  average), one column per K."""
+  """Returns markdown: one block of rows per metric (the directions, then
+  their average), one column per K."""
   rows = []
   for metric in metrics:
     values = {d: [results[str(b)]["metrics"][f"test/{d}/{space}{metric}@{k}"]
@@ -133,7 +133,7 @@ def metric_table(results: dict, bits, space: str, k: int, metrics,
 
 
 def train_table(results: dict, bits) -> str:
-  """Markdown: the train/ entries of each K's metrics, one column per K."""
+  """Returns markdown: the train/ entries of each K's metrics, per K."""
   names = sorted({n for b in bits for n in results[str(b)]["metrics"]
                   if n.startswith("train/")})
   rows = [[n, *(f"{results[str(b)]['metrics'].get(n, float('nan')):.4g}"
@@ -267,6 +267,7 @@ def rerender(json_path) -> None:
 
 
 def main(argv):
+  """Trains and tests every K and writes the table, or renders a JSON."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if FLAGS.from_json:

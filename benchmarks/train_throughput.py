@@ -140,6 +140,7 @@ def rerender(json_path) -> None:
 
 
 def main(argv):
+  """Measures every backbone and writes the table, or renders a JSON."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if FLAGS.from_json:
