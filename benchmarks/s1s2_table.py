@@ -195,8 +195,7 @@ def chance_map(config) -> float:
 def run_one(config, workdir, *, reuse: bool):
   """Returns (metrics, seconds or None) of one K: trained, or read back."""
   if reuse:
-    return json.loads((paths.resolve(workdir) / "metrics.json").read_text()
-                      ), None
+    return report.read_json(paths.resolve(workdir) / "metrics.json"), None
   t0 = time.perf_counter()
   metrics = train.train_and_evaluate(config, workdir)
   return metrics, time.perf_counter() - t0
