@@ -1,67 +1,105 @@
 """ANNEAL learning curves on UC Merced in CPU mode (paper Figs. 5-8):
 mAP@5 versus bits of information for every strategy and the upper bound.
 
-python benchmarks/anneal_curves.py --rounds 4 --trials 1 \
-    --workdir workdirs/anneal_curves
+  python -m benchmarks.anneal_curves --rounds 4 --trials 1 \
+      --workdir workdirs/anneal_curves
+  python -m benchmarks.anneal_curves \
+      --from_json benchmarks/results/anneal_ucm_cpu.json
 
-Every strategy runs `rs_jax.active_learning.anneal.run` (configs/anneal_ucm.py with
-al.frozen_backbone=True) in WORKDIR/<strategy>/seed<k>; a rerun resumes. The
-UC Merced features are cached once in --data_dir. Writes
-benchmarks/results/anneal_ucm_cpu.json (curves, mean over trials, seconds,
-command) and .png.
+Every strategy runs `rs_jax.active_learning.anneal.run` (--config, default
+configs/anneal_ucm.py, with al.frozen_backbone=True) in
+WORKDIR/<strategy>/seed<k>; a rerun resumes. The UC Merced features are
+cached once in --data_dir. Writes OUT.json (curves, mean over trials,
+seconds, command), OUT.md and OUT.png.
 """
-import argparse
-import json
 import os
-import sys
 import time
 
 import numpy as np
+from absl import app
+from absl import flags
+from ml_collections import config_flags
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from configs import anneal_ucm  # pylint: disable=g-import-not-at-top,wrong-import-position
-from rs_jax.active_learning import anneal  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import report
+from rs_jax import console
+from rs_jax import paths
+from rs_jax.active_learning import anneal
 
+FLAGS = flags.FLAGS
 STRATEGIES = ("mgue", "bcgue", "mgue_nodiv", "bcgue_nodiv", "cal", "random")
 PAPER_1845_BITS = {"mgue": 93.56, "bcgue": 93.55, "cal": 87.82,
                    "random": 71.96}
+PAPER_METRIC = "map@5"
+
+
+def define_flags() -> None:
+  """Defines the command-line flags (called only when run as a program)."""
+  config_flags.DEFINE_config_file(
+      "config", os.fspath(report.ROOT / "configs" / "anneal_ucm.py"),
+      "ANNEAL config; the flags below set its fields.", lock_config=True)
+  flags.DEFINE_string("workdir", "workdirs/anneal_curves",
+                      "One subfolder per strategy and trial.")
+  flags.DEFINE_string("data_dir", "workdirs/anneal_ucm_data",
+                      "Prepared UC Merced and its feature cache.")
+  flags.DEFINE_integer("rounds", 4, "Active-learning rounds.")
+  flags.DEFINE_integer("trials", 1, "Trials (seeds 0..trials-1).")
+  flags.DEFINE_list("strategies", list(STRATEGIES), "Strategies to run.")
+  flags.DEFINE_integer("epochs", 15, "Epochs per round (paper: 15).")
+  flags.DEFINE_integer("pool_size", 0, "0: U = all training pairs; else a "
+                       "seeded sample.")
+  flags.DEFINE_integer("upper_bound_steps", 4000, "Steps of the all-pairs "
+                       "upper bound (0: none).")
+  flags.DEFINE_string("out", os.fspath(report.RESULTS / "anneal_ucm_cpu"),
+                      "Results path without suffix.")
+  flags.DEFINE_string("from_json", None, "Render the .md beside this results "
+                      ".json again (no runs; hand notes are kept).")
+
+
+def metric_names(curve) -> list[str]:
+  """Returns the metric keys ('map@5', ...) of a curve's rounds."""
+  return sorted(k for k in curve[0] if "@" in k and not k.endswith("_std"))
 
 
 def mean_curve(curves):
-  """Mean bits, mean and sample std of map@5 per round over trials (the
-  rounds all trials reached)."""
-  n = min(len(c) for c in curves)
+  """Returns per round (the rounds all trials reached) the mean bits and,
+  per metric, the mean and sample std over trials."""
   out = []
-  for r in range(n):
-    maps = [c[r]["map@5"] for c in curves]
-    out.append({"round": r,
-                "bits": float(np.mean([c[r]["bits"] for c in curves])),
-                "map@5": float(np.mean(maps)),
-                "map@5_std": float(np.std(maps, ddof=1)) if len(maps) > 1
-                             else 0.0})
+  for r in range(min(len(c) for c in curves)):
+    entry = {"round": r,
+             "bits": float(np.mean([c[r]["bits"] for c in curves]))}
+    for m in metric_names(curves[0]):
+      values = [c[r][m] for c in curves]
+      entry[m] = float(np.mean(values))
+      entry[f"{m}_std"] = float(np.std(values, ddof=1)) if len(
+          values) > 1 else 0.0
+    out.append(entry)
   return out
 
 
-def table(results):
-  """Markdown: mAP@5 (%) per strategy and round, mean +- std over trials."""
+def table(results, metric=PAPER_METRIC):
+  """Returns markdown: `metric` (%) per strategy and round, mean ± std over
+  trials, with the bits spent; the paper's value at 1845 bits."""
   strategies = results["strategies"]
   rounds = max(len(r["mean"]) for r in strategies.values())
-  lines = ["| strategy | " + " | ".join(f"round {r}" for r in range(rounds))
-           + " | paper @1845 bits |", "|---" * (rounds + 2) + "|"]
+  paper = PAPER_1845_BITS if metric == PAPER_METRIC else {}
+  rows = []
   for name, r in strategies.items():
-    cells = [f"{100 * e['map@5']:.2f} ± {100 * e['map@5_std']:.2f} "
+    cells = [f"{100 * e[metric]:.2f} ± {100 * e[metric + '_std']:.2f} "
              f"({e['bits']:.0f} b)" for e in r["mean"]]
-    cells += ["-"] * (rounds - len(cells))
-    lines.append(f"| {name} | " + " | ".join(cells) +
-                 f" | {PAPER_1845_BITS.get(name, '-')} |")
+    rows.append([name, *cells, *["-"] * (rounds - len(cells)),
+                 paper.get(name, "-")])
   ub = results.get("upper_bound")
-  if ub:
-    lines.append(f"| all pairs (upper bound) | {100 * ub['map@5']:.2f} "
-                 f"({ub['bits']:.0f} b) |" + " |" * rounds)
-  return "\n".join(lines)
+  if ub and metric in ub:
+    rows.append(["all pairs (upper bound)",
+                 f"{100 * ub[metric]:.2f} ({ub['bits']:.0f} b)",
+                 *[""] * rounds])
+  return report.markdown_table(
+      ["strategy", *(f"round {r}" for r in range(rounds)),
+       "paper @1845 bits"], rows)
 
 
-def plot(results, path):
+def plot(results, path, metric=PAPER_METRIC):
+  """Writes the learning curves (mean ± std band) and the upper bound."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -69,82 +107,118 @@ def plot(results, path):
   for name, r in results["strategies"].items():
     c = r["mean"]
     bits = np.array([e["bits"] for e in c])
-    m = 100 * np.array([e["map@5"] for e in c])
-    sd = 100 * np.array([e["map@5_std"] for e in c])
+    m = 100 * np.array([e[metric] for e in c])
+    sd = 100 * np.array([e[f"{metric}_std"] for e in c])
     ax.plot(bits, m, "o-", label=name)
     ax.fill_between(bits, m - sd, m + sd, alpha=0.15)
   ub = results.get("upper_bound")
   if ub:
-    ax.axhline(100 * ub["map@5"], color="k", ls="--", label="all pairs")
+    ax.axhline(100 * ub[metric], color="k", ls="--", label="all pairs")
   ax.set_xlabel("bits of information")
-  ax.set_ylabel("mAP@5 (%)")
+  ax.set_ylabel(f"{metric.replace('map', 'mAP')} (%)")
   ax.set_title("ANNEAL, UC Merced, frozen EfficientNet-Lite0 features (CPU)")
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  report.save_figure(fig, path, dpi=120)
+  plt.close(fig)
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--workdir", default="workdirs/anneal_curves")
-  parser.add_argument("--data_dir", default="workdirs/anneal_ucm_data")
-  parser.add_argument("--rounds", type=int, default=4)
-  parser.add_argument("--trials", type=int, default=1)
-  parser.add_argument("--strategies", default=",".join(STRATEGIES))
-  parser.add_argument("--epochs", type=int, default=15,
-                      help="epochs per round (paper: 15)")
-  parser.add_argument("--pool_size", type=int, default=0,
-                      help="0: U = all training pairs; else a seeded sample")
-  parser.add_argument("--upper_bound_steps", type=int, default=4000)
-  parser.add_argument("--out", default=os.path.join(
-      os.path.dirname(__file__), "results", "anneal_ucm_cpu"))
-  args = parser.parse_args()
-  workdir = os.path.abspath(args.workdir)
-  base = anneal_ucm.get_config()
-  base.data.data_dir = os.path.abspath(args.data_dir)
-  base.al.rounds = args.rounds
-  base.al.frozen_backbone = True
-  base.train.epochs = args.epochs
-  base.al.pool_size = args.pool_size
-  base.train.upper_bound_steps = args.upper_bound_steps
-  results = {"command": "python " + " ".join(sys.argv), "strategies": {},
+def render(results, *, rendered_by=None) -> str:
+  """Returns the markdown of a results record (the .json's content)."""
+  trials = max(len(r["trials"]) for r in results["strategies"].values())
+  first = next(iter(results["strategies"].values()))["trials"][0]
+  md = ["# ANNEAL, UC Merced, CPU mode: retrieval per round", "",
+        f"    {results['command']}", ""]
+  if results.get("command_as_run"):
+    md += ["Recorded as run:", "", f"    {results['command_as_run']}", ""]
+  if rendered_by:
+    md += [f"This file was rendered from the JSON by `{rendered_by}`.", ""]
+  md += [f"{trials} trial(s), {results['seconds']:.0f} s in all; (b) = bits "
+         "of information spent (mean over trials).", ""]
+  for metric in metric_names(first):
+    md += [f"## {metric.replace('map', 'mAP')} (%)", "",
+           table(results, metric), ""]
+  return "\n".join(md)
+
+
+def base_config(config):
+  """Returns the CPU-mode config with the flags' data folder and schedule."""
+  config = config.copy_and_resolve_references()
+  config.data.data_dir = os.path.abspath(FLAGS.data_dir)
+  config.al.rounds = FLAGS.rounds
+  config.al.frozen_backbone = True
+  config.train.epochs = FLAGS.epochs
+  config.al.pool_size = FLAGS.pool_size
+  config.train.upper_bound_steps = FLAGS.upper_bound_steps
+  return config
+
+
+def run_strategy(base, name, workdir, trials):
+  """Runs `trials` trials of one strategy; returns its JSON entry."""
+  t = time.time()
+  curves = []
+  for seed in range(trials):
+    config = base.copy_and_resolve_references()
+    config.al.strategy, config.seed = name, seed
+    curves.append(anneal.run(config, os.path.join(workdir, name,
+                                                  f"seed{seed}")))
+  entry = {"trials": curves, "mean": mean_curve(curves),
+           "seconds": time.time() - t}
+  console.show(f"{name}: {[round(e[PAPER_METRIC], 4) for e in entry['mean']]}"
+               f" ({entry['seconds']:.0f} s)")
+  return entry
+
+
+def run_upper_bound(base, workdir):
+  """Trains on all training pairs; returns its JSON entry."""
+  t = time.time()
+  config = base.copy_and_resolve_references()
+  config.al.upper_bound = True
+  curve = anneal.run(config, os.path.join(workdir, "upper_bound"))
+  entry = {**curve[0], "steps": base.train.upper_bound_steps,
+           "seconds": time.time() - t}
+  console.show(f"upper bound: {curve[0][PAPER_METRIC]:.4f} "
+               f"({entry['seconds']:.0f} s)")
+  return entry
+
+
+def rerender(json_path) -> None:
+  """Renders the .md beside a results .json again, keeping hand notes."""
+  results = report.read_json(json_path)
+  md = render(results, rendered_by=report.command(__spec__.name))
+  report.write_markdown(paths.resolve(json_path).with_suffix(".md"), md,
+                        keep_notes=True)
+  print(md)
+
+
+def main(argv):
+  """Runs every strategy and the upper bound, or renders a JSON."""
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if FLAGS.from_json:
+    return rerender(FLAGS.from_json)
+  workdir = os.path.abspath(FLAGS.workdir)
+  report.start_console(os.path.join(workdir, "log.txt"))
+  base = base_config(FLAGS.config)
+  results = {"command": report.command(__spec__.name), "strategies": {},
              "paper_map@5_at_1845_bits": PAPER_1845_BITS}
   start = time.time()
-  for name in args.strategies.split(","):
-    t = time.time()
-    curves = []
-    for seed in range(args.trials):
-      config = base.copy_and_resolve_references()
-      config.al.strategy, config.seed = name, seed
-      curves.append(anneal.run(config, os.path.join(workdir, name,
-                                                    f"seed{seed}")))
-    results["strategies"][name] = {"trials": curves,
-                                   "mean": mean_curve(curves),
-                                   "seconds": time.time() - t}
-    print(f"{name}: {[round(e['map@5'], 4) for e in mean_curve(curves)]} "
-          f"({time.time() - t:.0f} s)", flush=True)
-  if args.upper_bound_steps:
-    t = time.time()
-    config = base.copy_and_resolve_references()
-    config.al.upper_bound = True
-    curve = anneal.run(config, os.path.join(workdir, "upper_bound"))
-    results["upper_bound"] = {**curve[0], "steps": args.upper_bound_steps,
-                              "seconds": time.time() - t}
-    print(f"upper bound: {curve[0]['map@5']:.4f} ({time.time() - t:.0f} s)")
+  for name in FLAGS.strategies:
+    results["strategies"][name] = run_strategy(base, name, workdir,
+                                               FLAGS.trials)
+  if FLAGS.upper_bound_steps:
+    results["upper_bound"] = run_upper_bound(base, workdir)
   results["seconds"] = time.time() - start
-  with open(args.out + ".json", "w") as f:
-    json.dump(results, f, indent=1)
-  plot(results, args.out + ".png")
-  md = table(results)
-  with open(args.out + ".md", "w") as f:
-    f.write(f"# ANNEAL, UC Merced, CPU mode: mAP@5 (%) per round\n\n"
-            f"    {results['command']}\n\n{args.trials} trial(s), "
-            f"{results['seconds']:.0f} s in all; (b) = bits of information "
-            f"spent (mean over trials).\n\n{md}\n")
+  out = FLAGS.out
+  report.write_json(out + ".json", results)
+  plot(results, out + ".png")
+  md = render(results)
+  report.write_markdown(out + ".md", md, keep_notes=False)
   print(md)
-  print(f"wrote {args.out}.json/.md/.png in {results['seconds']:.0f} s")
+  console.show(f"wrote {out}.json/.md/.png in {results['seconds']:.0f} s")
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  app.run(main)

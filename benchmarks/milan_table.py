@@ -1,53 +1,63 @@
 """MiLaN and the hashing baselines on UC Merced: the paper's Table I.
 
-  OPENBLAS_NUM_THREADS=1 python benchmarks/milan_table.py \\
-      --data_dir DATA_DIR --manual_dir /work/shared/data/ucmerced
+  python -m benchmarks.milan_table --data_dir DATA_DIR \
+      --manual_dir /work/shared/data/ucmerced
+  python -m benchmarks.milan_table \
+      --from_json benchmarks/results/milan_ucm_cpu.json
 
 Prepares UC Merced once (split preset "milan": 60 % train of which 20 images
 per class validate, 40 % test) and caches the frozen EfficientNet-Lite0
 features once (DATA_DIR/features). Then, per K in --bits and seed in --seeds:
-MiLaN (configs/milan_ucm.py, rs_jax.train) and its ablations lambda1 =
-lambda2 = 1 and = 0.001 (Sec. IV-A); the baselines of rs_jax.baselines (NN
-on float features, Euclidean; NN on thresholded features, Hamming; LSH; ITQ;
-KSLSH) fitted on the train split's features. Every method is scored by
-`metrics.retrieval_metrics` on the test split, queries = archive = test, the
-query excluded; both mAP normalisations are reported (map@20: by the relevant
-items retrieved, what MiLaN's code computes; map_r@20: by min(20, R)).
-Query time: mean wall time of one query's exact top-20 search over the 840
-test codes (`baselines.search`, jitted, after a warm-up), in ms.
+MiLaN (--config, default configs/milan_ucm.py, trained by rs_jax.train) and
+its ablations lambda1 = lambda2 = 1 and = 0.001 (Sec. IV-A); the baselines
+of rs_jax.baselines (NN on float features, Euclidean; NN on thresholded
+features, Hamming; LSH; ITQ; KSLSH) fitted on the train split's features.
+Every method is scored by `metrics.retrieval_metrics` on the test split,
+queries = archive = test, the query excluded; both mAP normalisations are
+reported (map@20: by the relevant items retrieved, what MiLaN's code
+computes; map_r@20: by min(20, R)). Trained runs are restored with
+`trained.load_trained`. Query time: mean wall time of one query's exact
+top-20 search over the 840 test codes (`baselines.search`, jitted, after a
+warm-up), in ms. OPENBLAS_NUM_THREADS defaults to 1 (KSLSH: ~20x faster
+here).
 
 --study adds the rows that probe why frozen features may fall short (each a
 config change, same seeds and K): semi-hard mining (sampler "pk", loss
 triplet_mined), the 8 flips/rotations of the training features
 (feature_views=8), and a longer training.
 
-Writes OUT/milan_ucm_cpu.{md,json}, OUT/milan_ucm_map_vs_bits.png and
+Writes OUT/milan_ucm_<tag>.{md,json}, OUT/milan_ucm_map_vs_bits.png and
 OUT/milan_ucm_tsne.png (t-SNE of the K=32 test codes of KSLSH and MiLaN,
 paper Fig. 3).
 """
-import argparse
 import json
 import os
 import platform
 import shutil
-import sys
 import time
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # KSLSH: ~20x faster here
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # KSLSH: ~20x faster
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from configs import milan_ucm  # noqa: E402
+from benchmarks import report  # noqa: E402
 from rs_jax import baselines  # noqa: E402
+from rs_jax import console  # noqa: E402
+from rs_jax import evaluate  # noqa: E402
+from rs_jax import hashing  # noqa: E402
 from rs_jax import input_pipeline  # noqa: E402
 from rs_jax import metrics  # noqa: E402
+from rs_jax import paths  # noqa: E402
 from rs_jax import train  # noqa: E402
+from rs_jax import trained  # noqa: E402
 from rs_jax.models import encoder as encoder_lib  # noqa: E402
 
+FLAGS = flags.FLAGS
 K_TOP = 20
 PAPER = {  # Table I (UCMD, mAP@20) and the ablation of Sec. IV-A.
     "nn_float": {0: 0.724}, "nn_hamming": {0: 0.359},
@@ -71,45 +81,60 @@ NAMES = {
 }
 
 
-def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--data_dir", required=True,
-                 help="prepared dataset + feature cache (made if missing)")
-  p.add_argument("--manual_dir", required=True, help="the UC Merced archive")
-  p.add_argument("--work_dir", default=None,
-                 help="training runs (default DATA_DIR/milan_runs)")
-  p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
-  p.add_argument("--bits", type=int, nargs="+", default=[16, 24, 32])
-  p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-  p.add_argument("--ablation_seeds", type=int, nargs="+", default=None,
-                 help="seeds of the ablation / study rows (default --seeds)")
-  p.add_argument("--ablation_bits", type=int, nargs="+", default=None,
-                 help="K of the ablation / study rows (default --bits)")
-  p.add_argument("--steps", type=int, default=None,
-                 help="MiLaN training steps (default: the config's 10000); "
-                 "validation every steps / 5")
-  p.add_argument("--variants", nargs="+", default=[
-      "milan", "lambda_1", "lambda_0.001"],
-                 help="MiLaN rows (see NAMES)")
-  p.add_argument("--reuse", action="store_true",
-                 help="read finished runs (WORK_DIR/<row>_k<K>_s<seed>/"
-                 "metrics.json and best checkpoint) instead of training "
-                 "them again")
-  p.add_argument("--study", action="store_true",
-                 help="also the improvement rows (semi-hard, views, long)")
-  return p.parse_args(argv)
+BASE_METHODS = ("nn_float", "nn_hamming", "lsh", "itq", "kslsh", "milan",
+                "milan_float")
+STUDY = ("semi_hard", "views8", "long")
+
+
+def define_flags() -> None:
+  """Defines the command-line flags (called only when run as a program)."""
+  config_flags.DEFINE_config_file(
+      "config", os.fspath(report.ROOT / "configs" / "milan_ucm.py"),
+      "MiLaN config; --data_dir, --manual_dir and --steps set its fields.",
+      lock_config=True)
+  flags.DEFINE_string("data_dir", None, "Prepared dataset + feature cache "
+                      "(made if missing); required unless --from_json.")
+  flags.DEFINE_string("manual_dir", None, "The UC Merced archive; required "
+                      "unless --from_json.")
+  flags.DEFINE_string("work_dir", None, "Training runs (default "
+                      "DATA_DIR/milan_runs).")
+  flags.DEFINE_string("out", os.fspath(report.RESULTS), "Results folder.")
+  flags.DEFINE_string("tag", "cpu", "File name suffix (the machine).")
+  flags.DEFINE_list("bits", ["16", "24", "32"], "Code lengths K.")
+  flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of every row.")
+  flags.DEFINE_list("ablation_seeds", None, "Seeds of the ablation / study "
+                    "rows (default --seeds).")
+  flags.DEFINE_list("ablation_bits", None, "K of the ablation / study rows "
+                    "(default --bits).")
+  flags.DEFINE_integer("steps", None, "MiLaN training steps (default: the "
+                       "config's 10000); validation every steps / 5.")
+  flags.DEFINE_list("variants", ["milan", "lambda_1", "lambda_0.001"],
+                    "MiLaN rows (see NAMES).")
+  flags.DEFINE_bool("reuse", False, "Read finished runs (WORK_DIR/<row>_k<K>"
+                    "_s<seed>/metrics.json and best checkpoint) instead of "
+                    "training them again.")
+  flags.DEFINE_bool("study", False, "Also the improvement rows (semi-hard, "
+                    "views, long).")
+  flags.DEFINE_string("from_json", None, "Render the .md beside this results "
+                      ".json again (no runs; hand notes are kept).")
+
+
+def ints(values):
+  """Returns a list flag's values as ints (None stays None)."""
+  return None if values is None else [int(v) for v in values]
 
 
 # ------------------------------------------------------------- helpers --
 
 
 def mean_spread(values):
-  """(mean, sample standard deviation; 0 for one value)."""
+  """Returns (mean, sample standard deviation; 0 for one value)."""
   v = np.asarray(values, np.float64)
   return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
 def fmt(values, digits=3):
+  """Formats values as 'mean ± std' (one value: the value; none: '-')."""
   if not values:
     return "-"
   m, s = mean_spread(values)
@@ -118,8 +143,10 @@ def fmt(values, digits=3):
 
 
 def retrieval_scores(codes, labels, *, metric):
-  """{map@20, map_r@20} of queries = archive = `codes`, query excluded."""
-  out = _scores(jnp.asarray(codes), jnp.asarray(labels), metric=metric)
+  """Returns {map, map_r} @20 of queries = archive = `codes`, query
+  excluded; metric "hamming" (packed codes) or "euclidean"."""
+  score = _scores_hamming if metric == "hamming" else _scores_euclidean
+  out = score(jnp.asarray(codes), jnp.asarray(labels))
   return {k: float(out[f"{k}@{K_TOP}"]) for k in ("map", "map_r")}
 
 
@@ -135,13 +162,8 @@ def _scores_euclidean(codes, labels):
                                    True, metric="euclidean")
 
 
-def _scores(codes, labels, *, metric):
-  return (_scores_hamming if metric == "hamming" else _scores_euclidean)(
-      codes, labels)
-
-
 def query_time_ms(codes, *, num_queries=100):
-  """Mean ms of one query's exact top-20 (+ itself) over the archive."""
+  """Returns the mean ms of one query's exact top-20 (+ itself) search."""
   codes = jnp.asarray(codes)
   search = jax.jit(lambda q, db: baselines.search(q, db, K_TOP + 1))
   jax.block_until_ready(search(codes[:1], codes))  # compile
@@ -154,26 +176,26 @@ def query_time_ms(codes, *, num_queries=100):
 
 
 def hamming_codes(outputs):
-  """Packed MiLaN codes b = (sign(v - 0.5) + 1) / 2 (eq. 5)."""
-  from rs_jax import evaluate  # pylint: disable=g-import-not-at-top
+  """Returns the packed MiLaN codes b = (sign(v - 0.5) + 1) / 2 (eq. 5)."""
   return evaluate.packed_codes(jnp.asarray(outputs))
 
 
 # ---------------------------------------------------------------- runs --
 
 
-def base_config(args):
-  config = milan_ucm.get_config()
-  config.data.data_dir = os.path.abspath(args.data_dir)
-  config.data.manual_dir = os.path.abspath(args.manual_dir)
-  if args.steps:
-    config.train.steps = args.steps
-    config.eval.every = config.train.log_every = max(args.steps // 5, 1)
+def base_config(config, *, data_dir, manual_dir, steps):
+  """Returns `config` with the data folders (absolute) and the steps set."""
+  config = config.copy_and_resolve_references()
+  config.data.data_dir = os.path.abspath(data_dir)
+  config.data.manual_dir = os.path.abspath(manual_dir)
+  if steps:
+    config.train.steps = steps
+    config.eval.every = config.train.log_every = max(steps // 5, 1)
   return config
 
 
 def variant(config, name, *, bits, seed):
-  """The config of row `name` (see NAMES) at K = bits and seed."""
+  """Returns the config of row `name` (see NAMES) at K = bits and seed."""
   c = config.copy_and_resolve_references()
   c.model.bits, c.seed = bits, seed
   w = c.loss.weights
@@ -203,51 +225,51 @@ def variant(config, name, *, bits, seed):
 
 
 def load_features(config, workdir):
-  """{split: (features float32[N, D], labels int[N])}; prepares and caches
-  on first use (the same cache the training runs read)."""
+  """Returns {split: (features float32[N, D], labels int[N])}; prepares and
+  caches them on first use (the same cache the training runs read)."""
   data = input_pipeline.load(config, workdir)
   m, key = config.data.inputs[0], config.data.label_key
   return {s: (np.asarray(src.arrays[m]), np.asarray(src.arrays[key]))
           for s, src in data.sources.items()}
 
 
-def best_outputs(config, workdir, features):
-  """Sigmoid outputs float32[N, K] of the best-validation hash network."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  best = os.path.join(workdir, "checkpoints", "best")
-  step = max(int(d) for d in os.listdir(best) if d.isdigit())
-  state = ocp.StandardCheckpointer().restore(
-      os.path.join(best, str(step), "state"))
-  m = config.data.inputs[0]
-  model = encoder_lib.create_encoder(config.model, frozen=True)
-  return np.asarray(jax.jit(model.apply)({"params": state["params"][m]},
-                                         jnp.asarray(features)))
+def best_outputs(workdir, features):
+  """Returns the sigmoid outputs float32[N, K] on `features` of the hash
+  network restored from `workdir` (`trained.load_trained`: best state)."""
+  run = trained.load_trained(workdir)
+  m = run.config.data.inputs[0]
+  outputs, _ = encoder_lib.encode(
+      run.models, run.state["params"], run.state["batch_stats"],
+      {m: jnp.asarray(features)}, run.stats, train=False)
+  return np.asarray(outputs[m])
 
 
 def run_milan(config, workdir, test_features, *, reuse=False):
   """Trains one MiLaN (or, with reuse, reads a finished run's metrics.json);
-  -> (engine results, test outputs float32[N, K], trained now)."""
+  returns (engine results, test outputs float32[N, K], trained now)."""
   done = os.path.join(workdir, "metrics.json")
-  trained = not (reuse and os.path.exists(done))
-  if trained:
+  trained_now = not (reuse and os.path.exists(done))
+  if trained_now:
     shutil.rmtree(workdir, ignore_errors=True)  # fresh: no stale resume
     os.makedirs(workdir)
     results = train.train_and_evaluate(config, workdir)
   else:
-    with open(done) as f:
-      results = json.load(f)
-  return results, best_outputs(config, workdir, test_features), trained
+    results = report.read_json(done)
+  return results, best_outputs(workdir, test_features), trained_now
 
 
-def run_baselines(feats, bits_list, seeds, records, times):
+def run_baselines(feats, bits_list, seeds):
+  """Fits and scores the baselines; returns (records, query times, the
+  t-SNE panel of KSLSH at the largest K)."""
   (x_tr, y_tr), (x_te, y_te) = feats["train"], feats["test"]
+  records, times, panel = [], {}, None
   for name in ("nn_float", "nn_hamming"):
     codes = baselines.fit_encoder(name, x_tr)(x_te)
     metric = "euclidean" if name == "nn_float" else "hamming"
     records.append(dict(method=name, bits=0, seed=0,
                         **retrieval_scores(codes, y_te, metric=metric)))
     times[(name, 0)] = query_time_ms(codes)
-    print(name, records[-1], flush=True)
+    console.show(f"{name}: {records[-1]}")
   for name in ("lsh", "itq", "kslsh"):
     for bits in bits_list:
       for seed in seeds:
@@ -259,28 +281,78 @@ def run_baselines(feats, bits_list, seeds, records, times):
         records.append(dict(method=name, bits=bits, seed=seed,
                             fit_s=time.perf_counter() - t0,
                             **retrieval_scores(codes, y_te, metric="hamming")))
-        print(name, records[-1], flush=True)
+        console.show(f"{name}: {records[-1]}")
       times[(name, bits)] = query_time_ms(codes)
       if name == "kslsh" and bits == max(bits_list):
-        yield "kslsh", codes
+        panel = (f"KSLSH, K={bits}", np.asarray(codes), bits)
+  return records, times, panel
+
+
+def run_row(config, name, work, test, *, bits, seed, reuse, timed):
+  """Runs MiLaN row `name` at (bits, seed); returns (records, query times,
+  packed test codes)."""
+  x_te, y_te = test
+  t0 = time.perf_counter()
+  results, outputs, trained_now = run_milan(
+      variant(config, name, bits=bits, seed=seed),
+      os.path.join(work, f"{name}_k{bits}_s{seed}"), x_te, reuse=reuse)
+  codes = hamming_codes(outputs)
+  scores = retrieval_scores(codes, y_te, metric="hamming")
+  # The engine's own test numbers come from the same metric code.
+  assert abs(scores["map"] - results[f"test/map@{K_TOP}"]) < 1e-4, (
+      scores, results[f"test/map@{K_TOP}"])
+  records = [dict(method=name, bits=bits, seed=seed, **scores,
+                  train_s=time.perf_counter() - t0 if trained_now else None,
+                  steps_per_sec=results.get("train/steps_per_sec"))]
+  times = {(name, bits): query_time_ms(codes)} if timed else {}
+  if name == "milan":
+    records.append(dict(method="milan_float", bits=bits, seed=seed,
+                        **retrieval_scores(outputs, y_te,
+                                           metric="euclidean")))
+    if timed:
+      times[("milan_float", bits)] = query_time_ms(outputs)
+  console.show(f"{name}: {records[0]}")
+  return records, times, codes
+
+
+def run_variants(config, variants, work, test, *, bits, seeds, ablation_bits,
+                 ablation_seeds, reuse):
+  """Runs every MiLaN row; returns (records, query times, the t-SNE panel
+  of MiLaN at the largest K)."""
+  records, times, panel = [], {}, None
+  for name in variants:
+    row_seeds = seeds if name == "milan" else ablation_seeds or seeds
+    row_bits = bits if name == "milan" else ablation_bits or bits
+    for k in row_bits:
+      for seed in row_seeds:
+        got, got_times, codes = run_row(config, name, work, test, bits=k,
+                                        seed=seed, reuse=reuse,
+                                        timed=seed == row_seeds[0])
+        records += got
+        times.update(got_times)
+        if name == "milan" and seed == row_seeds[0] and k == max(bits):
+          panel = (f"MiLaN, K={k}", np.asarray(codes), k)
+  return records, times, panel
 
 
 # -------------------------------------------------------------- output --
 
 
 def collect(records, method, bits, key):
+  """Returns the `key` values of the records of (method, bits)."""
   return [r[key] for r in records if r["method"] == method
           and r["bits"] == bits]
 
 
 def table(records, times, methods, bits_list, key):
-  """Markdown shaped like Table I: mAP and time without K, then per K."""
+  """Returns markdown shaped like Table I: mAP and time without K, then
+  mAP, time and the paper's value per K."""
   head = ["Method", "mAP", "Time (ms)"]
   for b in bits_list:
     head += [f"K={b} mAP", f"K={b} ms", f"K={b} paper"]
-  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  rows = []
   for m in methods:
-    row = [NAMES[m]]
+    row = [NAMES.get(m, m)]
     if any(r["method"] == m and r["bits"] == 0 for r in records):
       paper = PAPER.get(m, {}).get(0)
       row += [fmt(collect(records, m, 0, key)) +
@@ -294,11 +366,29 @@ def table(records, times, methods, bits_list, key):
         row += [fmt(collect(records, m, b, key)),
                 f"{t:.2f}" if t is not None else "-",
                 str(PAPER.get(m, {}).get(b, "-")) if key == "map" else "-"]
-    lines.append("| " + " | ".join(row) + " |")
-  return "\n".join(lines)
+    rows.append(row)
+  return report.markdown_table(head, rows)
+
+
+def methods_of(records):
+  """Returns the table's rows: the base methods, then the other MiLaN rows
+  in the order they ran."""
+  ran = list(dict.fromkeys(r["method"] for r in records))
+  return [m for m in BASE_METHODS if m in ran] + [
+      m for m in ran if m not in BASE_METHODS]
+
+
+def times_of(record):
+  """Returns {(method, bits): ms} of a results record's query_time_ms."""
+  out = {}
+  for key, ms in record["query_time_ms"].items():
+    method, bits = key.rsplit("@", 1)
+    out[(method, int(bits))] = ms
+  return out
 
 
 def plot_map_vs_bits(records, methods, bits_list, path):
+  """Writes the mAP@20-vs-K plot of `methods` (and the paper's points)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -321,17 +411,17 @@ def plot_map_vs_bits(records, methods, bits_list, path):
   ax.set_title("UC Merced, test = queries = archive")
   ax.legend(fontsize=6, loc="lower right")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  report.save_figure(fig, path, dpi=120)
   plt.close(fig)
 
 
 def plot_tsne(panels, labels, path, seed=0):
-  """panels: [(title, packed codes uint32[N, W], bits)]; points by class."""
+  """Writes t-SNE plots of panels [(title, packed codes uint32[N, W],
+  bits)], points coloured by class."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   from sklearn.manifold import TSNE  # pylint: disable=g-import-not-at-top
-  from rs_jax import hashing  # pylint: disable=g-import-not-at-top
   fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5))
   cmap = plt.get_cmap("tab20b", int(labels.max()) + 1)
   for ax, (title, codes, bits) in zip(np.atleast_1d(axes), panels):
@@ -344,126 +434,130 @@ def plot_tsne(panels, labels, path, seed=0):
     ax.set_xticks([])
     ax.set_yticks([])
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  report.save_figure(fig, path, dpi=110)
   plt.close(fig)
 
 
-# ---------------------------------------------------------------- main --
-
-
-def main(argv=None):
-  args = parse_args(argv)
-  t_start = time.perf_counter()
-  work = os.path.abspath(args.work_dir or os.path.join(args.data_dir,
-                                                       "milan_runs"))
-  os.makedirs(args.out, exist_ok=True)
-  config = base_config(args)
-  variants = list(args.variants)
-  if args.study:
-    variants += ["semi_hard", "views8", "long"]
-
-  t0 = time.perf_counter()
-  feats = load_features(config, work)
-  if "views8" in variants:
-    load_features(variant(config, "views8", bits=32, seed=0), work)
-  prepare_s = time.perf_counter() - t0
-  print(f"prepared + cached features in {prepare_s:.0f} s", flush=True)
-  x_te, y_te = feats["test"]
-
-  records, times = [], {}
-  tsne_panels = []
-  for name, codes in run_baselines(feats, args.bits, args.seeds, records,
-                                   times):
-    tsne_panels.append((f"KSLSH, K={max(args.bits)}", np.asarray(codes),
-                        max(args.bits)))
-
-  for name in variants:
-    seeds, bits_list = args.seeds, args.bits
-    if name != "milan":
-      seeds = args.ablation_seeds or seeds
-      bits_list = args.ablation_bits or bits_list
-    for bits in bits_list:
-      for seed in seeds:
-        c = variant(config, name, bits=bits, seed=seed)
-        t0 = time.perf_counter()
-        results, outputs, trained = run_milan(c, os.path.join(
-            work, f"{name}_k{bits}_s{seed}"), x_te, reuse=args.reuse)
-        codes = hamming_codes(outputs)
-        scores = retrieval_scores(codes, y_te, metric="hamming")
-        # The engine's own test numbers come from the same metric code.
-        assert abs(scores["map"] - results[f"test/map@{K_TOP}"]) < 1e-4, (
-            scores, results[f"test/map@{K_TOP}"])
-        records.append(dict(
-            method=name, bits=bits, seed=seed, **scores,
-            train_s=time.perf_counter() - t0 if trained else None,
-            steps_per_sec=results.get("train/steps_per_sec")))
-        print(name, records[-1], flush=True)
-        if name == "milan":
-          records.append(dict(method="milan_float", bits=bits, seed=seed,
-                              **retrieval_scores(outputs, y_te,
-                                                 metric="euclidean")))
-          if seed == seeds[0]:
-            times[("milan", bits)] = query_time_ms(codes)
-            times[("milan_float", bits)] = query_time_ms(outputs)
-            if bits == max(args.bits):
-              tsne_panels.append((f"MiLaN, K={bits}", np.asarray(codes), bits))
-        elif seed == seeds[0]:
-          times[(name, bits)] = query_time_ms(codes)
-
-  methods = ["nn_float", "nn_hamming", "lsh", "itq", "kslsh", "milan",
-             *(["milan_float"] if "milan" in variants else []),
-             *[v for v in variants if v != "milan"]]
-  png = os.path.join(args.out, "milan_ucm_map_vs_bits.png")
-  plot_map_vs_bits(records, [m for m in methods if m in (
-      "nn_float", "nn_hamming", "lsh", "itq", "kslsh", "milan",
-      "milan_float")], args.bits, png)
-  tsne = os.path.join(args.out, "milan_ucm_tsne.png")
-  plot_tsne(tsne_panels, y_te, tsne)
-  total_s = time.perf_counter() - t_start
-
-  command = "OPENBLAS_NUM_THREADS=1 python " + " ".join(
-      [os.path.relpath(__file__, ROOT)] + (sys.argv[1:] if argv is None
-                                           else list(argv)))
-  env = dict(python=platform.python_version(), jax=jax.__version__,
-             devices=str(jax.devices()), cpus=os.cpu_count(),
-             load_avg=os.getloadavg(), platform=platform.platform())
-  n_seeds = len(args.seeds)
-  md = [
-      f"# MiLaN and hashing baselines, UC Merced (mAP@{K_TOP})", "",
-      f"Command (`{total_s / 60:.1f}` min in all, preparation and feature "
-      f"cache {prepare_s:.0f} s):", "", f"    {command}", "",
-      f"Environment: {env}", "",
+def render(record, *, rendered_by=None):
+  """Returns the markdown of a results record (the .json's content)."""
+  records, times, bits = record["records"], times_of(record), record["bits"]
+  methods, seeds = methods_of(records), record["seeds"]
+  md = [f"# MiLaN and hashing baselines, UC Merced (mAP@{K_TOP})", "",
+        f"Command (`{record['total_s'] / 60:.1f}` min in all, preparation "
+        f"and feature cache {record['prepare_s']:.0f} s):", "",
+        f"    {record['command']}", ""]
+  if record.get("command_as_run"):
+    md += ["Recorded as run:", "", f"    {record['command_as_run']}", ""]
+  if rendered_by:
+    md += [f"This file was rendered from the JSON by `{rendered_by}`.", ""]
+  md += [
+      f"Environment: {record['environment']}", "",
       "Protocol: split preset `milan` (per class 60 % train, of which 20 "
       "images are validation; 40 % test: 840 images); queries = archive = "
       "test, the query excluded; frozen EfficientNet-Lite0 ImageNet features "
       "(1280-d, the whole image resized to 224; the paper: Inception-v3 "
       "pool3, 2048-d). Baselines fitted on the 840 train-split features. "
-      f"Values: mean ± sample std over seeds {args.seeds} "
-      f"({n_seeds} seeds; NN rows are deterministic). Time: mean ms of one "
-      f"query's exact top-{K_TOP} search over the 840 test items on this "
+      f"Values: mean ± sample std over seeds {seeds} "
+      f"({len(seeds)} seeds; NN rows are deterministic). Time: mean ms of "
+      f"one query's exact top-{K_TOP} search over the 840 test items on this "
       "CPU (jitted, after warm-up, first seed's codes).", "",
       f"## mAP@{K_TOP} normalised by the relevant items retrieved "
-      "(`map@20`)", "",
+      f"(`map@{K_TOP}`)", "",
       "This is the normalisation of the paper's Table I: the authors' "
       "evaluation code (MHCLN `eval.py`) divides the sum of precisions at "
       "the relevant ranks by the number of relevant items in the top k.", "",
-      table(records, times, methods, args.bits, "map"), "",
-      f"## mAP@{K_TOP} normalised by min(20, R) (`map_r@20`)", "",
-      table(records, times, methods, args.bits, "map_r"), "",
-      f"Plots: `{os.path.basename(png)}` (mAP@{K_TOP} vs K), "
-      f"`{os.path.basename(tsne)}` (t-SNE of the K={max(args.bits)} test "
-      "codes, Hamming metric, coloured by class; paper Fig. 3).", ""]
-  with open(os.path.join(args.out, "milan_ucm_cpu.md"), "w") as f:
-    f.write("\n".join(md))
-  with open(os.path.join(args.out, "milan_ucm_cpu.json"), "w") as f:
-    json.dump(dict(command=command, environment=env, total_s=total_s,
-                   prepare_s=prepare_s, bits=args.bits, seeds=args.seeds,
-                   config=json.loads(config.to_json_best_effort()),
-                   paper=PAPER, records=records,
-                   query_time_ms={f"{m}@{b}": t for (m, b), t in
-                                  times.items()}), f, indent=1)
-  print("\n".join(md))
+      table(records, times, methods, bits, "map"), "",
+      f"## mAP@{K_TOP} normalised by min({K_TOP}, R) (`map_r@{K_TOP}`)", "",
+      table(records, times, methods, bits, "map_r"), "",
+      "Plots: `milan_ucm_map_vs_bits.png` (mAP@20 vs K), `milan_ucm_tsne.png` "
+      f"(t-SNE of the K={max(bits)} test codes, Hamming metric, coloured by "
+      "class; paper Fig. 3)."]
+  return "\n".join(md)
+
+
+def rerender(json_path) -> None:
+  """Renders the .md beside a results .json again, keeping hand notes."""
+  record = report.read_json(json_path)
+  md = render(record, rendered_by=report.command(__spec__.name))
+  report.write_markdown(paths.resolve(json_path).with_suffix(".md"), md,
+                        keep_notes=True)
+  print(md)
+
+
+def environment():
+  """Returns the Python, JAX, devices, CPUs and load of this machine."""
+  return dict(python=platform.python_version(), jax=jax.__version__,
+              devices=str(jax.devices()), cpus=os.cpu_count(),
+              load_avg=os.getloadavg(), platform=platform.platform())
+
+
+# ---------------------------------------------------------------- main --
+
+
+def prepare(config, work, variants):
+  """Returns (features per split, seconds): prepared and cached once."""
+  t0 = time.perf_counter()
+  feats = load_features(config, work)
+  if "views8" in variants:
+    load_features(variant(config, "views8", bits=32, seed=0), work)
+  prepare_s = time.perf_counter() - t0
+  console.show(f"prepared + cached features in {prepare_s:.0f} s")
+  return feats, prepare_s
+
+
+def write_plots(out, records, panels, test_labels, bits):
+  """Writes milan_ucm_map_vs_bits.png and milan_ucm_tsne.png into `out`."""
+  plot_map_vs_bits(records, [m for m in methods_of(records)
+                             if m in BASE_METHODS], bits,
+                   out / "milan_ucm_map_vs_bits.png")
+  plot_tsne([p for p in panels if p is not None], test_labels,
+            out / "milan_ucm_tsne.png")
+
+
+def main(argv):
+  """Runs the baselines and MiLaN rows and writes the table, or renders a
+  JSON."""
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if FLAGS.from_json:
+    return rerender(FLAGS.from_json)
+  if not (FLAGS.data_dir and FLAGS.manual_dir):
+    raise app.UsageError("--data_dir and --manual_dir are required (or "
+                         "--from_json)")
+  t_start = time.perf_counter()
+  work = os.path.abspath(FLAGS.work_dir or os.path.join(FLAGS.data_dir,
+                                                        "milan_runs"))
+  report.start_console(os.path.join(work, "log.txt"))
+  config = base_config(FLAGS.config, data_dir=FLAGS.data_dir,
+                       manual_dir=FLAGS.manual_dir, steps=FLAGS.steps)
+  bits, seeds = ints(FLAGS.bits), ints(FLAGS.seeds)
+  variants = list(FLAGS.variants) + (list(STUDY) if FLAGS.study else [])
+  feats, prepare_s = prepare(config, work, variants)
+  records, times, kslsh_panel = run_baselines(feats, bits, seeds)
+  milan_records, milan_times, milan_panel = run_variants(
+      config, variants, work, feats["test"], bits=bits, seeds=seeds,
+      ablation_bits=ints(FLAGS.ablation_bits),
+      ablation_seeds=ints(FLAGS.ablation_seeds), reuse=FLAGS.reuse)
+  records += milan_records
+  times.update(milan_times)
+  out = paths.resolve(FLAGS.out)
+  write_plots(out, records, (kslsh_panel, milan_panel), feats["test"][1],
+              bits)
+  record = dict(
+      command=report.command(__spec__.name, env="OPENBLAS_NUM_THREADS="
+                             + os.environ["OPENBLAS_NUM_THREADS"]),
+      environment=environment(), total_s=time.perf_counter() - t_start,
+      prepare_s=prepare_s, bits=bits, seeds=seeds,
+      config=json.loads(config.to_json_best_effort()), paper=PAPER,
+      records=records,
+      query_time_ms={f"{m}@{b}": t for (m, b), t in times.items()})
+  prefix = out / f"milan_ucm_{FLAGS.tag}"
+  report.write_json(prefix.with_suffix(".json"), record)
+  md = render(record)
+  report.write_markdown(prefix.with_suffix(".md"), md, keep_notes=False)
+  print(md)
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  app.run(main)
