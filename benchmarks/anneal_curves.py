@@ -2,14 +2,16 @@
 mAP@5 versus bits of information for every strategy and the upper bound.
 
   python -m benchmarks.anneal_curves --rounds 4 --trials 1 \
-      --workdir workdirs/anneal_curves
+      --workdir workdirs/anneal_curves \
+      --config.data.manual_dir=../shared/data/ucmerced
   python -m benchmarks.anneal_curves \
       --from_json benchmarks/results/anneal_ucm_cpu.json
 
 Every strategy runs `rs_jax.active_learning.anneal.run` (--config, default
 configs/anneal_ucm.py, with al.frozen_backbone=True) in
 WORKDIR/<strategy>/seed<k>; a rerun resumes. The UC Merced features are
-cached once in --data_dir. Writes OUT.json (curves, mean over trials,
+cached once in --data_dir. The raw archive: --config.data.manual_dir, or
+$RS_JAX_DATA/ucmerced. Writes OUT.json (curves, mean over trials,
 seconds, command), OUT.md and OUT.png.
 """
 import os
