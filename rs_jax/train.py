@@ -126,17 +126,18 @@ def _float_twin(name: str) -> str:
 def check_config(config, num_devices: int) -> None:
   """Raises ValueError naming the field for settings a run would otherwise
   meet only after loading and compiling, or after training."""
-  for field in ("model.bits", "train.batch_size", "train.steps",
-                "eval.batch_size", "train.log_every", "eval.every",
-                "train.checkpoint_every"):
-    value = config[field.split(".")[0]][field.split(".")[1]]
-    if not isinstance(value, int) or value < 1:
-      raise ValueError(f"{field} = {value!r}: must be a positive integer")
+  positive = ("model.bits", "train.batch_size", "train.steps",
+              "eval.batch_size", "train.log_every", "eval.every",
+              "train.checkpoint_every")
+  value = {f: config[f.split(".")[0]][f.split(".")[1]] for f in positive}
+  for field in positive:
+    if not isinstance(value[field], int) or value[field] < 1:
+      raise ValueError(f"{field} = {value[field]!r}: must be a positive "
+                       "integer")
   for field in ("train.batch_size", "eval.batch_size"):
-    value = config[field.split(".")[0]][field.split(".")[1]]
-    if value % num_devices:
+    if value[field] % num_devices:
       raise ValueError(
-          f"{field} = {value} is not a multiple of the {num_devices} "
+          f"{field} = {value[field]} is not a multiple of the {num_devices} "
           f"devices the batch is split over")
   names = evaluate.metric_names(config.data.inputs, config.eval.ks)
   if config.eval.select not in names:

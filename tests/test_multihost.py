@@ -163,9 +163,12 @@ def test_two_processes_equal_one(case, data_dir, cache_dir, tmp_path):
 
 
 def test_killed_two_process_run_resumes(data_dir, cache_dir, tmp_path):
+  """Killed after its first checkpoint, the 2-process run resumes to the
+  uninterrupted 2-process result exactly. (Against 1 process, float sums in
+  another order drift apart over many steps: 0.5 % in the loss after 40.)"""
   config = make_config("random", data_dir, **{
-      "train.steps": 40, "train.checkpoint_every": 2, "eval.every": 20})
-  straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
+      "train.steps": 8, "train.checkpoint_every": 2, "eval.every": 4})
+  straight = run_two_processes(config, tmp_path / "straight", cache_dir)
   workdir = tmp_path / "killed"
   workdir.mkdir()
   procs = start_processes(config, workdir, cache_dir=cache_dir)
@@ -173,11 +176,16 @@ def test_killed_two_process_run_resumes(data_dir, cache_dir, tmp_path):
   deadline = time.monotonic() + 600
   while not first.is_dir() and time.monotonic() < deadline:
     assert all(p.poll() is None for p in procs), "a process ended early"
-    time.sleep(0.05)
+    time.sleep(0.02)
   for p in procs:
     p.send_signal(signal.SIGKILL)
     p.wait()
   assert first.is_dir() and not (workdir / "metrics.json").exists()
   resumed = run_two_processes(config, workdir, cache_dir)
-  assert resumed["train/final_step"] == 40
-  assert_same_run(straight, resumed)
+  assert resumed["train/final_step"] == 8
+  log = (workdir / "log.txt").read_text()
+  assert "resumed from step" in log
+  for key in straight:
+    if key != "train/steps_per_sec":
+      np.testing.assert_allclose(resumed[key], straight[key], rtol=1e-6,
+                                 err_msg=key)
