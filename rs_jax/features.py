@@ -30,6 +30,7 @@ from absl import logging
 from rs_jax import paths
 from rs_jax.data import augment
 from rs_jax.data import pipeline
+from rs_jax.data import sources
 from rs_jax.models import encoder as encoder_lib
 from rs_jax.models import weights as weights_lib
 
@@ -72,6 +73,9 @@ def cache_key(config, split, modality, num_views) -> str:
               if "options" in config.data else {}, split=split,
               modality=modality, backbone=m.backbone, weights=weights,
               crop_padding=m.get("crop_padding", 0), views=num_views)
+  read = config.data.get("read_options")
+  if read:  # only when set, so caches made without it stay valid
+    spec["read_options"] = read.to_dict() if hasattr(read, "to_dict") else read
   blob = json.dumps(spec, sort_keys=True, default=str).encode()
   return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -121,8 +125,7 @@ def cached_sources(config, sources, stats):
         with paths.atomic_write(path) as f:
           np.savez(f, features=features)
       arrays[m] = np.load(path)["features"]
-    labels = np.stack([np.asarray(source[i][label_key])
-                       for i in range(len(source))])
+    labels = sources.columns(source, [label_key])[label_key]
     arrays[label_key] = np.concatenate([labels] * num_views)
     arrays["index"] = np.tile(np.arange(len(source)), num_views)
     out[split] = pipeline.ArraySource(arrays)

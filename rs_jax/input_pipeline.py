@@ -6,7 +6,9 @@ Fields read (every config shares them):
   dataset missing from data_dir is prepared on first use.
   data.inputs: feature keys fed to one encoder each, e.g. ("s2",).
   data.label_key: 'label' (class ids) or a multi-hot key ('labels',
-  'labels_19').
+  'labels_19', 'labels_43').
+  data.read_options (optional): how examples are read, e.g.
+  {"resampling": "bilinear"} for BigEarthNet (default nearest).
   data.train_split; eval.{query,database,val_query,val_database}_split.
   train.batch_size (global), train.sampler (+ train.sampler_options),
   train.augment; eval.batch_size (global).
@@ -24,16 +26,23 @@ from absl import logging
 from rs_jax import sharding as sharding_lib
 
 
+def read_options(data_config) -> dict[str, Any]:
+  """data.read_options (e.g. BigEarthNet's resampling) as a dict."""
+  options = data_config.get("read_options") or {}
+  return options.to_dict() if hasattr(options, "to_dict") else dict(options)
+
+
 def open_split(data_config, split):
   """`rs_jax.data.load`, preparing the dataset first when it is missing."""
   from rs_jax import data  # pylint: disable=g-import-not-at-top
   try:
-    return data.load(data_config.name, split, data_config.data_dir)
+    return data.load(data_config.name, split, data_config.data_dir,
+                     **read_options(data_config))
   except FileNotFoundError:
     logging.info("preparing %s in %s", data_config.name, data_config.data_dir)
-    data.prepare(data_config.name, data_config.get("manual_dir"),
-                 data_config.data_dir, **data_config.options.to_dict())
-    return data.load(data_config.name, split, data_config.data_dir)
+    data.prepare_config(data_config)
+    return data.load(data_config.name, split, data_config.data_dir,
+                     **read_options(data_config))
 
 
 def split_names(config) -> list[str]:

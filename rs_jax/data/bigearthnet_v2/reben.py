@@ -42,9 +42,9 @@ def read_metadata(path):
 
 
 class LmdbPatches:
-  """Read-only reBEN LMDB: `read(key, bands)` -> float32[120, 120, C]. The
+  """Read-only reBEN LMDB: `read(key, bands)` -> {band: native array}. The
   environment opens on the first read and `close()` closes it (LMDB allows
-  one open environment per path and process)."""
+  one open environment per path and process); a pickled copy reopens it."""
 
   def __init__(self, path):
     if not os.path.exists(os.path.join(path, "data.mdb")):
@@ -52,8 +52,11 @@ class LmdbPatches:
     self.path = path
     self._env = None
 
+  def __getstate__(self):
+    return {"path": self.path, "_env": None}
+
   def read(self, key, bands):
-    """Patch `key`'s `bands` stacked in that order (patches.stack_bands)."""
+    """Patch `key`'s `bands`, checked (patches.check_bands)."""
     if self._env is None:
       import lmdb  # only this format needs it
       self._env = lmdb.open(self.path, readonly=True, lock=False,
@@ -68,7 +71,7 @@ class LmdbPatches:
     except Exception as e:  # safetensors raises several types
       raise patches.PatchError(where, "unreadable safetensors blob "
                                f"({type(e).__name__}: {e})") from None
-    return patches.stack_bands(arrays, bands, where)
+    return patches.check_bands(arrays, bands, where)
 
   def close(self):
     if self._env is not None:
@@ -77,8 +80,8 @@ class LmdbPatches:
 
 
 class FolderPatches:
-  """v2 folder layout under `root`: `read(key, bands)` -> float32[120, 120, C]
-  from <root>/<group>/<key>/<key>_<band>.tif (or <root>/<key>/...)."""
+  """v2 folder layout under `root`: `read(key, bands)` -> {band: native
+  array} from <root>/<group>/<key>/<key>_<band>.tif (or <root>/<key>/...)."""
 
   def __init__(self, root):
     self.path = root
@@ -94,7 +97,7 @@ class FolderPatches:
   def read(self, key, bands):
     if key not in self._folders:
       raise patches.PatchError(self.path, f"no patch folder {key!r}")
-    return patches.read_patch(self._folders[key], bands)
+    return patches.read_bands(self._folders[key], bands)
 
   def close(self):
     pass
