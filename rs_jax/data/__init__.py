@@ -64,6 +64,9 @@ def prepare(name: str, manual_dir, data_dir, *, workers: int = 1,
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from rs_jax.data import base  # pylint: disable=g-import-not-at-top
   b = builder(name, data_dir, options, workers=workers)
+  if b.NEEDS_MANUAL_DIR and not manual_dir:
+    raise ValueError(f"{name}: no manual_dir; set it (data.manual_dir) to "
+                     "the folder with the raw archive")
   if b.is_prepared():
     stored = base.read_metadata(b.data_path).get("options")
     if stored != base.jsonable(b.options):

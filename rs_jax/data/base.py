@@ -34,7 +34,7 @@ skip_invalid=True, records the pair and returns None (the caller then skips
 the item). `self.count(name)` counts events worth reporting.
 
 Items are prepared one by one in this process (workers=1), in a pool of
-local processes (workers=N; `parallel.ordered_map`), or on Apache Beam (a
+local processes (workers=N; `parallel.Workers`), or on Apache Beam (a
 DownloadConfig with beam_runner / beam_options): the same `_example` code,
 the same files. TFDS writes into a temporary directory renamed on success, so
 an interrupted preparation never reads as prepared.
@@ -211,8 +211,7 @@ class RsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _generate_locally(self, split, items):
     done = self._summaries[split] = summary_lib.Summary()
     rows = self._labels[split] = []
-    for key, example, labels, part in parallel.ordered_map(
-        self, items, self.workers):
+    for key, example, labels, part in self._pool.map(items):
       done.merge(part)
       if example is not None:
         rows.append(labels)
@@ -221,7 +220,11 @@ class RsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _download_and_prepare(self, dl_manager, download_config):
     self._beam = bool(download_config.beam_runner or
                       download_config.beam_options)
-    super()._download_and_prepare(dl_manager, download_config)
+    self._pool = parallel.Workers(self, self.workers)
+    try:
+      super()._download_and_prepare(dl_manager, download_config)
+    finally:
+      self._pool.close()
     data_dir = epath.Path(self.data_dir)  # the temporary directory
     for split in self.info.splits:
       if self._beam:  # written by the pipeline

@@ -2,9 +2,10 @@
 
 Both run `builder.process(item)` (base.RsBuilder) on a copy of the builder
 (pickled with its options and scan state) and keep the stored order:
-  ordered_map   yields the results in item order; workers=1 runs in this
-                process, N > 1 in N spawned processes (no fork: the parent
-                may hold JAX or TensorFlow threads).
+  Workers       yields the results in item order; workers=1 runs in this
+                process, N > 1 in N spawned processes (a script that
+                prepares with workers > 1 needs `if __name__ == "__main__"`,
+                as any spawning Python program).
   beam_split    a beam.PTransform for TFDS's Beam writer: the items go to a
                 JSON-lines file in the dataset's temporary directory (a
                 pipeline graph stays small at any archive size), are read
@@ -35,19 +36,33 @@ def _process_in_worker(item):
   return _WORKER_BUILDER.process(item)
 
 
-def ordered_map(builder, items, workers: int):
-  """Yields builder.process(item) for every item, in order."""
-  if workers < 1:
-    raise ValueError(f"workers must be >= 1, got {workers}")
-  if workers == 1 or len(items) < 2:
-    for item in items:
-      yield builder.process(item)
-    return
-  context = multiprocessing.get_context("spawn")
-  chunk = max(1, min(16, len(items) // (4 * workers)))
-  with context.Pool(workers, initializer=_start_worker,
-                    initargs=(builder,)) as pool:
-    yield from pool.imap(_process_in_worker, items, chunksize=chunk)
+class Workers:
+  """`map(items)` yields builder.process(item) for every item, in order:
+  in this process (workers=1) or in `workers` spawned processes (no fork:
+  the parent may hold JAX or TensorFlow threads), started on the first map
+  (after the scan, whose state they copy) and kept until close()."""
+
+  def __init__(self, builder, workers: int):
+    if workers < 1:
+      raise ValueError(f"workers must be >= 1, got {workers}")
+    self._builder, self._workers, self._pool = builder, workers, None
+
+  def map(self, items):
+    if self._workers == 1 or len(items) < 2:
+      for item in items:
+        yield self._builder.process(item)
+      return
+    if self._pool is None:
+      self._pool = multiprocessing.get_context("spawn").Pool(
+          self._workers, initializer=_start_worker, initargs=(self._builder,))
+    chunk = max(1, min(16, len(items) // (4 * self._workers)))
+    yield from self._pool.imap(_process_in_worker, items, chunksize=chunk)
+
+  def close(self):
+    if self._pool is not None:
+      self._pool.terminate()
+      self._pool.join()
+      self._pool = None
 
 
 def _summary_path(data_dir, split):
