@@ -156,10 +156,11 @@ class RsBigearthnetV2(base.RsBuilder):
       example["s1_patch_name"] = row["s1_name"]
     return key, example
 
-  def _generate_locally(self, split, items):
+  def _download_and_prepare(self, dl_manager, download_config):
     try:
-      yield from super()._generate_locally(split, items)
-    finally:  # an LMDB must be closed before another builder opens it
-      for source in (self._item_s2, self._item_s1):
+      super()._download_and_prepare(dl_manager, download_config)
+    finally:  # one environment per path and process: free it for the next
+      for source in (getattr(self, "_item_s2", None),
+                     getattr(self, "_item_s1", None)):
         if source is not None:
           source.close()

@@ -41,28 +41,31 @@ def read_metadata(path):
   return table.select(list(_COLUMNS)).to_pylist()
 
 
+_OPEN = {}  # path -> lmdb.Environment: LMDB allows one per path and process
+
+
 class LmdbPatches:
   """Read-only reBEN LMDB: `read(key, bands)` -> {band: native array}. The
-  environment opens on the first read and `close()` closes it (LMDB allows
-  one open environment per path and process); a pickled copy reopens it."""
+  environment opens on the first read, is shared by every reader of that
+  path in the process (Beam runs several in one) and `close()` closes it;
+  a pickled copy opens its own in its process."""
 
   def __init__(self, path):
     if not os.path.exists(os.path.join(path, "data.mdb")):
       raise FileNotFoundError(f"{path}: no LMDB (data.mdb) there")
-    self.path = path
-    self._env = None
+    self.path = os.path.abspath(path)
 
-  def __getstate__(self):
-    return {"path": self.path, "_env": None}
+  def _env(self):
+    if self.path not in _OPEN:
+      import lmdb  # only this format needs it
+      _OPEN[self.path] = lmdb.open(self.path, readonly=True, lock=False,
+                                   readahead=False)
+    return _OPEN[self.path]
 
   def read(self, key, bands):
     """Patch `key`'s `bands`, checked (patches.check_bands)."""
-    if self._env is None:
-      import lmdb  # only this format needs it
-      self._env = lmdb.open(self.path, readonly=True, lock=False,
-                            readahead=False)
     where = f"{self.path}[{key!r}]"
-    with self._env.begin() as txn:
+    with self._env().begin() as txn:
       blob = txn.get(key.encode())
     if blob is None:
       raise patches.PatchError(where, "no such entry")
@@ -74,9 +77,9 @@ class LmdbPatches:
     return patches.check_bands(arrays, bands, where)
 
   def close(self):
-    if self._env is not None:
-      self._env.close()
-      self._env = None
+    env = _OPEN.pop(self.path, None)
+    if env is not None:
+      env.close()
 
 
 class FolderPatches:
