@@ -30,7 +30,7 @@ from absl import logging
 from rs_jax import paths
 from rs_jax.data import augment
 from rs_jax.data import pipeline
-from rs_jax.data import sources
+from rs_jax.data import sources as sources_lib
 from rs_jax.models import encoder as encoder_lib
 from rs_jax.models import weights as weights_lib
 
@@ -125,7 +125,7 @@ def cached_sources(config, sources, stats):
         with paths.atomic_write(path) as f:
           np.savez(f, features=features)
       arrays[m] = np.load(path)["features"]
-    labels = sources.columns(source, [label_key])[label_key]
+    labels = sources_lib.columns(source, [label_key])[label_key]
     arrays[label_key] = np.concatenate([labels] * num_views)
     arrays["index"] = np.tile(np.arange(len(source)), num_views)
     out[split] = pipeline.ArraySource(arrays)
