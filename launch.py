@@ -1,16 +1,19 @@
 """Entry point: python launch.py --config configs/NAME.py[:arg] --workdir DIR.
 
 Any config field can be overridden: --config.model.bits=32. Unknown fields are
-an error. The resolved config is saved as WORKDIR/config.json and the task
-module `rs_jax.<config.task>` runs with `run(config, workdir)`.
+an error. The task module `rs_jax.<config.task>` (dotted: "train",
+"active_learning.anneal", ...) runs with `run(config, workdir)`; a writing
+task claims the workdir first (`rs_jax.workdir`: lock, config check, then
+WORKDIR/config.json).
 
-Several hosts (a TPU pod slice, a SLURM or Open MPI job, or a cluster given
-by JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID): the same
-command runs on every host; `jax.distributed.initialize()` reads the
-cluster from the environment, and only process 0 writes files.
+Several processes (a TPU pod slice, a SLURM or Open MPI job, or
+JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID): the same
+command runs in every process (`rs_jax.distributed`); only process 0 writes
+files.
 """
 import importlib
 import os
+import tempfile
 
 import jax
 from absl import app
@@ -18,37 +21,37 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from rs_jax import console
+from rs_jax import distributed
+from rs_jax import paths
+
 config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (get_config).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Logs, metrics and checkpoints go here.")
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
-# Environment variables that mean "one of several processes".
-_CLUSTER_ENV = ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES",
-                "MEGASCALE_COORDINATOR_ADDRESS")
-_SIZE_ENV = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
 
-
-def is_multihost(environ=os.environ) -> bool:
-  if any(environ.get(k) for k in _CLUSTER_ENV):
-    hosts = environ.get("TPU_WORKER_HOSTNAMES", "")
-    return "," in hosts or not hosts
-  return any(int(environ.get(k, "1")) > 1 for k in _SIZE_ENV)
+def log_path(workdir) -> str:
+  """WORKDIR/log.txt (log.N.txt for process N > 0); a local file in the
+  temporary directory when the workdir is remote."""
+  name = "log.txt" if jax.process_index() == 0 else f"log.{jax.process_index()}.txt"
+  if paths.is_local(workdir):
+    return os.path.join(workdir, name)
+  return os.path.join(tempfile.gettempdir(),
+                      f"rs_jax-{os.path.basename(workdir.rstrip('/'))}-{name}")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if is_multihost():
-    jax.distributed.initialize()
+  if not FLAGS["verbosity"].present:
+    console.quiet()
+  distributed.initialize()
   config, workdir = FLAGS.config, FLAGS.workdir
+  console.log_to(log_path(workdir))
   logging.info("process %d of %d, %d devices", jax.process_index(),
                jax.process_count(), jax.device_count())
-  os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
   logging.info("task %s, workdir %s", config.task, workdir)
   importlib.import_module(f"rs_jax.{config.task}").run(config, workdir)
 

@@ -4,7 +4,7 @@ mAP@5 versus bits of information for every strategy and the upper bound.
 python benchmarks/anneal_curves.py --rounds 4 --trials 1 \
     --workdir workdirs/anneal_curves
 
-Every strategy runs `rs_jax.anneal.run` (configs/anneal_ucm.py with
+Every strategy runs `rs_jax.active_learning.anneal.run` (configs/anneal_ucm.py with
 al.frozen_backbone=True) in WORKDIR/<strategy>/seed<k>; a rerun resumes. The
 UC Merced features are cached once in --data_dir. Writes
 benchmarks/results/anneal_ucm_cpu.json (curves, mean over trials, seconds,
@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from configs import anneal_ucm  # pylint: disable=g-import-not-at-top,wrong-import-position
-from rs_jax import anneal  # pylint: disable=g-import-not-at-top,wrong-import-position
+from rs_jax.active_learning import anneal  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 STRATEGIES = ("mgue", "bcgue", "mgue_nodiv", "bcgue_nodiv", "cal", "random")
 PAPER_1845_BITS = {"mgue": 93.56, "bcgue": 93.55, "cal": 87.82,

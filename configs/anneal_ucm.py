@@ -32,7 +32,7 @@ _SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
 def get_config(arg=None):
   del arg
   config = ml_collections.ConfigDict()
-  config.task = "anneal"
+  config.task = "active_learning.anneal"
   config.seed = 0  # trial: the initial set and every random draw
 
   config.data = ml_collections.ConfigDict()

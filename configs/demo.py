@@ -36,6 +36,7 @@ def get_config(arg=None):
   config.model.small_inputs = True
   config.model.bits = 32
   config.model.head_hidden = (256,)
+  config.model.weights = ""  # or an .npz of backbone weights (fine-tuning)
   config.model.frozen = False
 
   config.loss = ml_collections.ConfigDict()

@@ -11,7 +11,7 @@ layer to K bits -> sigmoid (thesis Sec. 3; `head_hidden=()`).
 Loss (eq. 3.2): mse_cosine_label (eqs. 3.4-3.13: intra-S1, intra-S2, inter
 same-place with target 1, inter different-place; weights 0.33 / 0.33 / 0.33
 and 0.5 / 0.5; partners = adjacent rows of the shuffled batch, Fig. 3.1)
-+ 0.001 push + 1 balancing, each on both networks (`multimodal_losses`).
++ 0.001 push + 1 balancing, each on both networks (`losses.s1s2_push`, `losses.s1s2_balance`).
 The thesis prints push / balancing as sums over the batch (eqs. 2.5, 2.6)
 next to a mean-reduced main loss (eq. 2.2); we use their batch means
 (form="code") so lambda1 / lambda2 keep their weight relative to the main
@@ -40,10 +40,6 @@ python -m rs_jax.data.prepare --config configs/s1s2_mse.py ... prepares
 exactly this data section beforehand (else the first run prepares it).
 """
 import ml_collections
-
-from rs_jax import multimodal_losses  # registers s1s2_push / s1s2_balance
-
-del multimodal_losses
 
 # BigEarthNet Serbia in the thesis: 35,928 training pairs / 200 = 180 steps.
 _STEPS_PER_EPOCH = 180
@@ -99,6 +95,7 @@ def get_config(arg=None):
   config.model.small_inputs = synthetic
   config.model.bits = 32
   config.model.head_hidden = ()
+  config.model.weights = ""  # or an .npz of backbone weights (fine-tuning)
   config.model.frozen = False
 
   config.loss = ml_collections.ConfigDict()

@@ -6,10 +6,10 @@ keeps the state with the highest validation metric for the final test.
 orbax writes each step to a temporary directory and renames it when
 complete, so a run killed mid-save leaves the previous checkpoint intact.
 """
-import os
-
 import jax
 import orbax.checkpoint as ocp
+
+from rs_jax import paths
 
 
 def abstract(tree):
@@ -19,21 +19,40 @@ def abstract(tree):
       tree)
 
 
-class Checkpoints:
-  """Two orbax managers: `latest` (keep 1) and `best` (keep 1 by metric)."""
+def latest_step(workdir) -> int | None:
+  """Returns the step of WORKDIR's latest finished checkpoint (None without
+  one); reads the directory only (no manager, no cross-process barrier)."""
+  directory = paths.resolve(workdir) / "checkpoints" / "latest"
+  steps = ocp.utils.checkpoint_steps(directory) if directory.exists() else []
+  return max(steps, default=None)
 
-  def __init__(self, workdir: str, *, best_metric: str):
-    root = os.path.join(os.path.abspath(workdir), "checkpoints")
+
+class Checkpoints:
+  """Two orbax managers: `latest` (keep 1) and `best` (keep 1 by metric).
+
+  read_only: for readers of another process's run; they never delete or
+  write anything (a writer removes the temporary directories that a killed
+  save left behind).
+  """
+
+  def __init__(self, workdir: str, *, best_metric: str,
+               read_only: bool = False):
+    root = paths.resolve(workdir) / "checkpoints"
     self.best_metric = best_metric
+    common = dict(read_only=read_only, create=not read_only,
+                  cleanup_tmp_directories=not read_only,
+                  **({"max_to_keep": None, "save_interval_steps": 0}
+                     if read_only else {"max_to_keep": 1}))
+    # Distinct barrier names: both managers may save one step at once.
     self.latest = ocp.CheckpointManager(
-        os.path.join(root, "latest"),
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, cleanup_tmp_directories=True))
+        root / "latest", options=ocp.CheckpointManagerOptions(
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix="latest"), **common))
     self.best = ocp.CheckpointManager(
-        os.path.join(root, "best"),
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, best_fn=lambda m: m[best_metric], best_mode="max",
-            cleanup_tmp_directories=True))
+        root / "best", options=ocp.CheckpointManagerOptions(
+            best_fn=lambda m: m[best_metric], best_mode="max",
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix="best"), **common))
 
   def save_latest(self, step: int, state, data_state=None) -> None:
     items = {"state": ocp.args.StandardSave(state)}

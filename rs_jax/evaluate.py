@@ -64,6 +64,33 @@ def in_source_order(rows, index, mask, n):
   return out.at[target].set(rows, mode="drop")
 
 
+def score_directions(queries, query_labels, archive, archive_labels, *, ks,
+                     same_split: bool) -> dict:
+  """Scores every query -> archive modality direction.
+
+  queries / archive: {modality: float32[N, K]} outputs, row i of every
+  modality the same place. With same_split (queries = archive) query i's own
+  item is excluded in every direction: in q->q its own code, in q->d its
+  partner of the other modality, a guaranteed hit otherwise. Returns
+  {metric: float}; with 2+ modalities keyed 'q->d/metric', plus 'mean/' for
+  their average (the thesis selects on it).
+  """
+  modalities = list(queries)
+  directions = list(itertools.product(modalities, repeat=2))
+  results = {}
+  for mq, md in directions:
+    scores = retrieval_scores(
+        queries[mq], query_labels, archive[md], archive_labels, ks=tuple(ks),
+        exclude_self=same_split)
+    prefix = "" if len(modalities) == 1 else f"{mq}->{md}/"
+    results.update({prefix + k: float(v) for k, v in scores.items()})
+  if len(modalities) > 1:
+    for k in scores:
+      results[f"mean/{k}"] = sum(results[f"{q}->{d}/{k}"]
+                                 for q, d in directions) / len(directions)
+  return results
+
+
 class Evaluator:
   """Encodes splits and scores retrieval for a training state."""
 
@@ -107,20 +134,9 @@ class Evaluator:
       archive, archive_labels = self.encode_split(state, database_split)
     self._last = (query_split, database_split, queries, query_labels, archive,
                   archive_labels)
-    results = {}
-    for mq, md in itertools.product(self.data.inputs, repeat=2):
-      scores = retrieval_scores(
-          queries[mq], query_labels, archive[md], archive_labels, ks=self.ks,
-          exclude_self=database_split == query_split and mq == md)
-      prefix = "" if len(self.data.inputs) == 1 else f"{mq}->{md}/"
-      results.update({prefix + k: float(v) for k, v in scores.items()})
-    if len(self.data.inputs) > 1:  # the thesis selects on the average
-      directions = len(self.data.inputs) ** 2
-      for k in scores:
-        results[f"mean/{k}"] = sum(
-            results[f"{q}->{d}/{k}"] for q, d in itertools.product(
-                self.data.inputs, repeat=2)) / directions
-    return results
+    return score_directions(queries, query_labels, archive, archive_labels,
+                            ks=self.ks,
+                            same_split=database_split == query_split)
 
   def save_sheet(self, path, num_queries: int = 4):
     """PNG of the first queries of the last `evaluate` and their top 8."""
@@ -134,9 +150,8 @@ class Evaluator:
         packed_codes(queries[m][:num_queries]), packed_codes(archive[m]),
         top))
     if archive_split == split:  # drop the query itself
-      keep = idx != np.arange(num_queries)[:, None]
-      dist = np.stack([d[k][:top - 1] for d, k in zip(dist, keep)])
-      idx = np.stack([i[k][:top - 1] for i, k in zip(idx, keep)])
+      idx, dist = jax.device_get(ranking.exclude_rows(
+          idx, np.arange(num_queries), dist))
     viz.retrieval_sheet(
         path,
         query_images=[self.data.example(split, i)[m]

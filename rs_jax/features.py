@@ -58,7 +58,7 @@ def _preprocess(model_config, images, stats):
     from rs_jax.models import efficientnet_lite  # pylint: disable=g-import-not-at-top
     return efficientnet_lite.preprocess(
         images, crop_padding=model_config.get("crop_padding", 0))
-  return np.asarray(encoder_lib.normalize(images, stats))
+  return np.asarray(encoder_lib.standardize(images, stats))
 
 
 def cache_key(config, split, modality, num_views) -> str:

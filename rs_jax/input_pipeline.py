@@ -15,14 +15,15 @@ Fields read (every config shares them):
 With model.frozen the inputs are cached backbone features (`features.py`).
 """
 import dataclasses
-import os
 from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
+from jax.experimental import multihost_utils
 
+from rs_jax import console
+from rs_jax import paths
 from rs_jax import sharding as sharding_lib
 
 
@@ -32,17 +33,25 @@ def read_options(data_config) -> dict[str, Any]:
   return options.to_dict() if hasattr(options, "to_dict") else dict(options)
 
 
-def open_split(data_config, split):
-  """`rs_jax.data.load`, preparing the dataset first when it is missing."""
+def prepare_once(data_config) -> None:
+  """Prepares the dataset in data_dir when it is missing.
+
+  With several processes, process 0 prepares and the others wait for it:
+  data_dir must then be storage that every process sees.
+  """
   from rs_jax import data  # pylint: disable=g-import-not-at-top
-  try:
-    return data.load(data_config.name, split, data_config.data_dir,
-                     **read_options(data_config))
-  except FileNotFoundError:
-    logging.info("preparing %s in %s", data_config.name, data_config.data_dir)
-    data.prepare_config(data_config)
-    return data.load(data_config.name, split, data_config.data_dir,
-                     **read_options(data_config))
+  if jax.process_index() == 0 and not data.is_prepared(data_config.name,
+                                                       data_config.data_dir):
+    with console.to_log(f"preparing {data_config.name} in "
+                        f"{data_config.data_dir}"):
+      data.prepare_config(data_config)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("rs_jax: dataset prepared")
+    if not data.is_prepared(data_config.name, data_config.data_dir):
+      raise FileNotFoundError(
+          f"data.data_dir={data_config.data_dir}: process 0 prepared "
+          f"{data_config.name} there, but process {jax.process_index()} does "
+          "not see it; use storage that all processes share")
 
 
 def split_names(config) -> list[str]:
@@ -84,7 +93,7 @@ class Data:
     if c.sampler != "random":
       options.setdefault("label_key", self.label_key)
     return pipeline.train_batches(
-        self.sources[c.split], batch_size=c.batch_size // jax.process_count(),
+        self.sources[c.split], batch_size=c.batch_size,
         seed=seed, sampler=c.sampler, augment=c.augment, keys=self.keys,
         **options)
 
@@ -125,9 +134,8 @@ def resolve_dirs(data_config, workdir):
   """data_dir / manual_dir relative paths are taken inside the workdir."""
   out = data_config.copy_and_resolve_references()
   for key in ("data_dir", "manual_dir"):
-    path = out.get(key)
-    if path and not os.path.isabs(path):
-      out[key] = os.path.join(workdir, path)
+    if out.get(key):
+      out[key] = str(paths.resolve(out[key], workdir))
   return out
 
 
@@ -137,12 +145,15 @@ def load(config, workdir) -> Data:
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.data = resolve_dirs(config.data, workdir)
-  sources = {s: open_split(config.data, s) for s in split_names(config)}
+  prepare_once(config.data)
+  sources = {s: data.load(config.data.name, s, config.data.data_dir,
+                          **read_options(config.data))
+             for s in split_names(config)}
   all_stats = data.statistics(config.data.name, config.data.data_dir)
   stats = {m: {k: jnp.asarray(v, jnp.float32) for k, v in all_stats[m].items()}
            for m in config.data.inputs if m in all_stats}
   images = sources
-  if config.model.get("frozen"):
+  if config.model.frozen:
     from rs_jax import features  # pylint: disable=g-import-not-at-top
     sources = features.cached_sources(config, sources, stats)
     stats = {}  # the hash head takes the features as they are

@@ -21,7 +21,9 @@ from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import optax
 
+from rs_jax import distances
 from rs_jax import metrics
 
 _EPS = 1e-12
@@ -33,24 +35,6 @@ _HIGHEST = jax.lax.Precision.HIGHEST  # no TF32 / bf16 passes in Gram matrices
 
 def _f32(x) -> jax.Array:
   return jnp.asarray(x, jnp.float32)
-
-
-def _pairwise_sq_dist(x: jax.Array, y: jax.Array) -> jax.Array:
-  """||x_i - y_j||^2 for x [N, D], y [M, D] -> [N, M], clipped at 0."""
-  xy = jnp.dot(x, y.T, precision=_HIGHEST)
-  d = jnp.sum(x * x, -1)[:, None] + jnp.sum(y * y, -1)[None, :] - 2.0 * xy
-  return jnp.maximum(d, 0.0)
-
-
-def _l2_normalize(x: jax.Array) -> jax.Array:
-  """x / max(||x||, eps) along the last axis; finite gradient at x = 0."""
-  sq = jnp.sum(x * x, -1, keepdims=True)
-  return x * jax.lax.rsqrt(jnp.maximum(sq, _EPS))
-
-
-def _cosine_matrix(x: jax.Array, y: jax.Array) -> jax.Array:
-  """Cosine similarity [N, M] of rows of x [N, D], y [M, D]; 0 for 0 rows."""
-  return jnp.dot(_l2_normalize(x), _l2_normalize(y).T, precision=_HIGHEST)
 
 
 def _safe_sqrt(x: jax.Array) -> jax.Array:
@@ -92,12 +76,6 @@ def _masked_min(x, mask, axis):
   return jnp.min(jnp.where(mask, x, jnp.inf), axis=axis)
 
 
-def _bce_with_logits(logits: jax.Array, targets: jax.Array) -> jax.Array:
-  """Elementwise -[y log sigmoid(x) + (1 - y) log(1 - sigmoid(x))], stable."""
-  return (jnp.maximum(logits, 0.0) - logits * targets
-          + jnp.log1p(jnp.exp(-jnp.abs(logits))))
-
-
 def _check_form(form: str, forms: tuple[str, ...]) -> None:
   if form not in forms:
     raise ValueError(f"form must be one of {forms}, got {form!r}")
@@ -121,7 +99,7 @@ def triplet(*, anchor, positive, negative, margin: float = 0.2,
   """
   a, p, n = _f32(anchor), _f32(positive), _f32(negative)
   if normalize:
-    a, p, n = _l2_normalize(a), _l2_normalize(p), _l2_normalize(n)
+    a, p, n = distances.l2_normalize(a), distances.l2_normalize(p), distances.l2_normalize(n)
   d_ap = jnp.sum((a - p) ** 2, -1)
   d_an = jnp.sum((a - n) ** 2, -1)
   return jnp.mean(jax.nn.relu(d_ap - d_an + margin))
@@ -203,8 +181,8 @@ def triplet_mined(*, embeddings, labels, margin: float = 0.2,
   """
   e = _f32(embeddings)
   if normalize:
-    e = _l2_normalize(e)
-  return _mined_triplet(_pairwise_sq_dist(e, e), labels, margin, miner)
+    e = distances.l2_normalize(e)
+  return _mined_triplet(distances.squared_distances(e, e), labels, margin, miner)
 
 
 def cross_modal_triplet(*, s1, s2, labels, margin: float = 0.2,
@@ -225,10 +203,10 @@ def cross_modal_triplet(*, s1, s2, labels, margin: float = 0.2,
     margin: alpha (not given in the thesis; MiLaN's 0.2).
   """
   s1, s2 = _f32(s1), _f32(s2)
-  d12 = _pairwise_sq_dist(s1, s2)
-  intra = (0.5 * _mined_triplet(_pairwise_sq_dist(s1, s1), labels, margin,
+  d12 = distances.squared_distances(s1, s2)
+  intra = (0.5 * _mined_triplet(distances.squared_distances(s1, s1), labels, margin,
                                 miner)
-           + 0.5 * _mined_triplet(_pairwise_sq_dist(s2, s2), labels, margin,
+           + 0.5 * _mined_triplet(distances.squared_distances(s2, s2), labels, margin,
                                   miner))
   inter = (0.5 * _mined_triplet(d12, labels, margin, miner)
            + 0.5 * _mined_triplet(d12.T, labels, margin, miner))
@@ -247,7 +225,7 @@ def contrastive_cosine(*, embeddings1, embeddings2, similar,
   Args:
     embeddings1, embeddings2: float[B, D]. similar: {0, 1}[B]. margin: m.
   """
-  a, b = _l2_normalize(_f32(embeddings1)), _l2_normalize(_f32(embeddings2))
+  a, b = distances.l2_normalize(_f32(embeddings1)), distances.l2_normalize(_f32(embeddings2))
   s = jnp.sum(a * b, -1)
   sim = jnp.asarray(similar).astype(bool)
   return jnp.mean(jnp.where(sim, 1.0 - s, jax.nn.relu(s - margin)))
@@ -281,7 +259,7 @@ def ntxent(*, embeddings1, embeddings2, temperature: float = 0.5) -> jax.Array:
   z = jnp.concatenate([_f32(embeddings1), _f32(embeddings2)], 0)
   n = z.shape[0]
   b = n // 2
-  logits = _cosine_matrix(z, z) / temperature
+  logits = distances.cosine_similarities(z, z) / temperature
   logits = jnp.where(jnp.eye(n, dtype=bool), -jnp.inf, logits)
   pos = (jnp.arange(n) + b) % n
   logp = jax.nn.log_softmax(logits, axis=-1)
@@ -300,7 +278,8 @@ def pair_bce(*, pair_logits, similar) -> jax.Array:
     pair_logits: float[B] (or [B, 1]) classifier logits. similar: {0, 1}[B].
   """
   x = _f32(pair_logits).reshape(-1)
-  return jnp.mean(_bce_with_logits(x, _f32(similar).reshape(-1)))
+  return jnp.mean(optax.sigmoid_binary_cross_entropy(
+      x, _f32(similar).reshape(-1)))
 
 
 # --------------------------------------------------------- classification --
@@ -308,9 +287,8 @@ def pair_bce(*, pair_logits, similar) -> jax.Array:
 
 def cross_entropy(*, logits, labels) -> jax.Array:
   """Softmax cross-entropy, mean over the batch. logits [B, C], int[B]."""
-  logp = jax.nn.log_softmax(_f32(logits), axis=-1)
-  labels = jnp.asarray(labels)
-  return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=-1))
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+      _f32(logits), jnp.asarray(labels)))
 
 
 def sigmoid_bce(*, logits, labels) -> jax.Array:
@@ -319,7 +297,8 @@ def sigmoid_bce(*, logits, labels) -> jax.Array:
   Args:
     logits: float[B, C]. labels: multi-hot {0, 1}[B, C].
   """
-  return jnp.mean(_bce_with_logits(_f32(logits), _f32(labels)))
+  return jnp.mean(optax.sigmoid_binary_cross_entropy(_f32(logits),
+                                                     _f32(labels)))
 
 
 # ---------------------------------------------------------------- hashing --
@@ -415,14 +394,45 @@ def mse_cosine_label(*, s1, s2, labels, pairing: str = "adjacent",
     pairs = idx[:, None] == (idx ^ 1)[None, :]  # partner of 2p is 2p + 1
   else:
     pairs = idx[:, None] != idx[None, :]
-  target = _cosine_matrix(lab, lab)
-  c12 = _cosine_matrix(s1, s2)
-  intra_s1 = _masked_mean((_cosine_matrix(s1, s1) - target) ** 2, pairs)
-  intra_s2 = _masked_mean((_cosine_matrix(s2, s2) - target) ** 2, pairs)
+  target = distances.cosine_similarities(lab, lab)
+  c12 = distances.cosine_similarities(s1, s2)
+  intra_s1 = _masked_mean((distances.cosine_similarities(s1, s1) - target) ** 2, pairs)
+  intra_s2 = _masked_mean((distances.cosine_similarities(s2, s2) - target) ** 2, pairs)
   same = jnp.mean((jnp.diagonal(c12) - 1.0) ** 2)
   different = _masked_mean((c12 - target) ** 2, pairs)
   inter = w_same_label * same + w_different_label * different
   return w_intra_s1 * intra_s1 + w_intra_s2 * intra_s2 + w_inter * inter
+
+
+# ------------------------------------------------- two networks (S1 / S2) --
+# The thesis' objective (eq. 3.2), L_Main + lambda1 L_Push + lambda2
+# L_Balancing with lambda1 = 0.001, lambda2 = 1, puts the push (eq. 2.5) and
+# balancing (eq. 2.6) terms on the output of each network. In "paper" form
+# (sums over the batch) `s1s2_push` equals `push` on the concatenated codes;
+# in the mean forms each network keeps its own mean, which the
+# concatenation would mix.
+
+
+def s1s2_push(*, s1, s2, form: str = "paper") -> jax.Array:
+  """Push loss of both networks: push(s1) + push(s2) (thesis eqs. 2.5, 3.2).
+
+  Args:
+    s1, s2: float[B, K] sigmoid outputs of the S1 and S2 networks.
+    form: `push` form, "paper" (sum over the batch) or "code" (mean).
+  """
+  return push(embeddings=s1, form=form) + push(embeddings=s2, form=form)
+
+
+def s1s2_balance(*, s1, s2, form: str = "paper") -> jax.Array:
+  """Balancing loss of both networks (thesis eqs. 2.6, 3.2):
+  bit_balance(s1) + bit_balance(s2).
+
+  Args:
+    s1, s2: float[B, K] sigmoid outputs of the S1 and S2 networks.
+    form: `bit_balance` form, "paper", "code" or "per_bit".
+  """
+  return (bit_balance(embeddings=s1, form=form)
+          + bit_balance(embeddings=s2, form=form))
 
 
 # -------------------------------------------------------------- combinator --
@@ -441,6 +451,8 @@ LOSSES: dict[str, Callable[..., jax.Array]] = {
     "bit_balance": bit_balance,
     "quantization": quantization,
     "mse_cosine_label": mse_cosine_label,
+    "s1s2_push": s1s2_push,
+    "s1s2_balance": s1s2_balance,
 }
 
 

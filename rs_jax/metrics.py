@@ -204,15 +204,6 @@ def _best_from_histogram(hist, k):
   return jnp.sum(at_least[:, 1:, None] > jnp.arange(k), axis=1)
 
 
-def _drop_self(indices):
-  """int32[Q, k + 1] -> [Q, k] without entry == row index (else the last)."""
-  is_self = indices == jnp.arange(indices.shape[0])[:, None]
-  pos = jnp.where(jnp.any(is_self, axis=1), jnp.argmax(is_self, axis=1),
-                  indices.shape[1] - 1)
-  j = jnp.arange(indices.shape[1] - 1)
-  return jnp.take_along_axis(indices, j + (j >= pos[:, None]), axis=1)
-
-
 def retrieval_metrics(query_codes, query_labels, db_codes, db_labels,
                       ks=(5, 20, 50), exclude_self=False, metric="hamming"):
   """Ranks the archive and scores it; jit with ks, exclude_self, metric static.
@@ -267,7 +258,7 @@ def retrieval_metrics(query_codes, query_labels, db_codes, db_labels,
                                     metric=metric)
   hist = _archive_histogram(query_labels, db_labels)
   if exclude_self:
-    indices = _drop_self(indices)
+    indices, = ranking.exclude_rows(indices, jnp.arange(indices.shape[0]))
     self_shared = jnp.sum(_multihot(query_labels), axis=1) if multi else 1
     hist -= jax.nn.one_hot(self_shared, hist.shape[1], dtype=jnp.int32)
   ranked = _shared_retrieved(query_labels, jnp.take(db_labels, indices, axis=0))

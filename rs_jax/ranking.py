@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from rs_jax import distances
 from rs_jax import hashing
 
 # Bound on the number of intermediate values held at once per device.
@@ -172,13 +173,9 @@ def _popcount_xor(a, b):
 def _float_local(q, db, num_valid, *, k, metric):
   """Exact top-k of float[Q, D] against float[n, D]; padding ranks last."""
   if metric == "euclidean":
-    d2 = (jnp.sum(q * q, 1)[:, None] - 2.0 * q @ db.T +
-          jnp.sum(db * db, 1)[None, :])
-    d = jnp.sqrt(jnp.maximum(d2, 0.0))
+    d = jnp.sqrt(distances.squared_distances(q, db))
   else:
-    norm = lambda x: x / jnp.maximum(
-        jnp.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    d = 1.0 - norm(q) @ norm(db).T
+    d = 1.0 - distances.cosine_similarities(q, db)
   valid = jnp.arange(db.shape[0]) < num_valid
   d = jnp.where(valid[None, :], d, jnp.inf)
   neg, idx = jax.lax.top_k(-d, k)
@@ -253,6 +250,25 @@ class PreparedCodes(NamedTuple):
   """
   codes: jax.Array
   planes: jax.Array
+
+
+def exclude_rows(indices, rows, *aligned):
+  """Drops each query's own row from its ranked results, order kept.
+
+  indices: int[Q, k + 1] ranked rows of Q queries; rows: int[Q], the row to
+  leave out of query q's results (its own archive item). Where rows[q] is
+  not among them, the last entry is dropped instead. aligned: arrays
+  [Q, k + 1] ranked with indices (e.g. the distances), cut the same way.
+  Returns the [Q, k] arrays (indices, *aligned). Works under jit.
+  """
+  indices = jnp.asarray(indices)
+  is_row = indices == jnp.asarray(rows)[:, None]
+  pos = jnp.where(jnp.any(is_row, axis=1), jnp.argmax(is_row, axis=1),
+                  indices.shape[1] - 1)
+  j = jnp.arange(indices.shape[1] - 1)
+  take = j + (j >= pos[:, None])
+  return tuple(jnp.take_along_axis(jnp.asarray(a), take, axis=1)
+               for a in (indices, *aligned))
 
 
 @functools.partial(jax.jit, static_argnames=("k", "block_size"))

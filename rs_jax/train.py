@@ -12,25 +12,26 @@ Every `eval.every` steps the validation split is encoded and ranked
 the final test uses the best state. Resuming: rerun the same command.
 """
 import json
-import os
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import logging
 from clu import metric_writers
 from clu import parameter_overview
 from clu import periodic_actions
 
 from rs_jax import checkpoints
+from rs_jax import console
 from rs_jax import evaluate
 from rs_jax import features
 from rs_jax import input_pipeline
 from rs_jax import losses
 from rs_jax import optimizers
+from rs_jax import paths
 from rs_jax import sharding
+from rs_jax import workdir as workdir_lib
 from rs_jax.models import encoder as encoder_lib
 
 
@@ -40,7 +41,7 @@ def run(config, workdir):
 
 def create_models(config, input_shapes):
   """{modality: HashEncoder}; input_shapes: {modality: per-example shape}."""
-  frozen = config.model.get("frozen", False)
+  frozen = config.model.frozen
   return {m: encoder_lib.create_encoder(config.model, frozen=frozen)
           for m in input_shapes}
 
@@ -115,6 +116,13 @@ def make_train_step(models, tx, schedule, loss_fn, stats, *, label_key,
   return train_step
 
 
+def _float_twin(name: str) -> str:
+  """'s1->s2/map@20' -> 's1->s2/float/map@20': the same metric on the
+  float outputs."""
+  head, _, metric = name.rpartition("/")
+  return f"{head}/float/{metric}" if head else f"float/{metric}"
+
+
 def check_config(config) -> None:
   """Errors a run would otherwise meet only after training."""
   names = evaluate.metric_names(config.data.inputs, config.eval.ks)
@@ -128,14 +136,49 @@ def check_config(config) -> None:
         "their concatenation; use cross_modal_triplet / mse_cosine_label")
 
 
+def create_train_state(config, models, input_shapes, tx, *,
+                       pretrained: bool = True) -> dict:
+  """Returns the train state {step, params, batch_stats, opt_state}.
+
+  params / batch_stats: {modality: ...} initialised from config.seed; with
+  `pretrained` and model.weights (not frozen) the backbones are replaced by
+  the pretrained ones. `jax.eval_shape` of it is the restore target.
+  """
+  variables = init_variables(models, input_shapes, config.seed)
+  if pretrained and config.model.weights and not config.model.frozen:
+    variables = load_pretrained_backbones(config.model, variables,
+                                          input_shapes)
+  params = {m: v["params"] for m, v in variables.items()}
+  return {"step": jnp.zeros((), jnp.int32), "params": params,
+          "batch_stats": {m: v["batch_stats"] for m, v in variables.items()},
+          "opt_state": tx.init(params)}
+
+
+def _steps_not_below_checkpoint(config):
+  def check(workdir):
+    step = checkpoints.latest_step(workdir)
+    if step is not None and step > config.train.steps:
+      raise workdir_lib.WorkdirError(
+          f"train.steps={config.train.steps}: {workdir} holds a checkpoint "
+          f"of step {step}; resume with train.steps >= {step}")
+  return check
+
+
 def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
   """Trains, validates, checkpoints, tests; returns and writes metrics.
 
   devices: the mesh's devices (default all). Returns {"test/...": final
   metrics of the best validation state, "train/loss": mean loss of the last
-  logging window, ...}, also written to WORKDIR/metrics.json.
+  logging window, ...}, also written to WORKDIR/metrics.json. The workdir is
+  claimed first (`workdir.claim`: lock, config check on resume).
   """
   check_config(config)
+  with workdir_lib.claim(config, workdir,
+                         checks=[_steps_not_below_checkpoint(config)]) as wd:
+    return _train_and_evaluate(config, wd, devices)
+
+
+def _train_and_evaluate(config, workdir, devices) -> dict:
   mesh = sharding.create_mesh(devices)
   replicated = sharding.replicated(mesh)
   batch_sharding = sharding.batch_sharded(mesh)
@@ -147,34 +190,23 @@ def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
                            config.loss.get("options", {}).to_dict()
                            if "options" in config.loss else None)
 
-  variables = init_variables(models, data.input_shapes, config.seed)
-  if config.model.get("weights") and not config.model.get("frozen"):
-    variables = load_pretrained_backbones(config.model, variables,
-                                          data.input_shapes)
-  params = {m: v["params"] for m, v in variables.items()}
-  state = {"step": jnp.zeros((), jnp.int32), "params": params,
-           "batch_stats": {m: v["batch_stats"] for m, v in variables.items()},
-           "opt_state": tx.init(params)}
-  state = jax.device_put(state, replicated)
-
+  state = jax.device_put(
+      create_train_state(config, models, data.input_shapes, tx), replicated)
   is_main = jax.process_index() == 0
-  config_path = os.path.join(workdir, "config.json")
-  if is_main and not os.path.exists(config_path):  # launch.py wrote it
-    os.makedirs(workdir, exist_ok=True)
-    with open(config_path, "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
   writer = metric_writers.create_default_writer(
-      workdir, just_logging=not is_main, asynchronous=False)
+      str(workdir), just_logging=not is_main, asynchronous=False)
   if is_main:
-    parameter_overview.log_parameter_overview(params)
+    parameter_overview.log_parameter_overview(state["params"])
   ckpt = checkpoints.Checkpoints(workdir, best_metric=config.eval.select)
   batches = data.train_batches(seed=config.seed)
   restored = ckpt.restore_latest(state)
   if restored is not None:
     state, data_state = restored
     data.restore_iterator(batches, data_state, int(state["step"]))
-    logging.info("resumed from step %d", int(state["step"]))
+    console.show(f"resumed from step {int(state['step'])}")
   start = int(state["step"])
+  progress = console.Progress(total_steps, start)
+  headline = [config.eval.select, _float_twin(config.eval.select)]
 
   train_step = jax.jit(
       make_train_step(models, tx, schedule, loss_fn, data.stats,
@@ -199,6 +231,8 @@ def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
         last_log = {k: float(np.mean([s[k] for s in scalars]))
                     for k in scalars[0]}
         writer.write_scalars(step, last_log)
+        if is_main:
+          progress(step, last_log)
         scalars = []
       t0, last = time.perf_counter(), step == total_steps
       if config.eval.val_query_split and (step % config.eval.every == 0 or last):
@@ -207,6 +241,9 @@ def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
                                    config.eval.val_database_split)
         writer.write_scalars(step, {f"val/{k}": v for k, v in val.items()})
         ckpt.save_best(step, state, val)
+        if is_main:
+          console.show(console.metrics_line(f"validation at step {step}:",
+                                            val, headline))
       if step % config.train.checkpoint_every == 0 or last:
         ckpt.save_latest(step, state, data.iterator_state(batches))
       other_time += time.perf_counter() - t0
@@ -225,11 +262,18 @@ def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
   results["train/final_step"] = total_steps
   if "loss" in last_log:
     results["train/loss"] = last_log["loss"]
+  elif (workdir / "metrics.json").exists():  # a finished run, tested again
+    earlier = json.loads((workdir / "metrics.json").read_text())
+    results.update({k: v for k, v in earlier.items()
+                    if k.startswith("train/") and k not in results})
   writer.write_scalars(total_steps, results)
   writer.flush()
   ckpt.close()
   if is_main:
-    with open(os.path.join(workdir, "metrics.json"), "w") as f:
-      json.dump(results, f, indent=2, sort_keys=True)
-    evaluator.save_sheet(os.path.join(workdir, "retrieval.png"))
+    console.show(console.metrics_line(
+        "test (best validation state):", results,
+        [f"test/{k}" for k in headline]))
+    paths.write_text(workdir / "metrics.json",
+                     json.dumps(results, indent=2, sort_keys=True))
+    evaluator.save_sheet(workdir / "retrieval.png")
   return results

@@ -11,11 +11,9 @@ same for the S1 and S2 encoders of one run and differs between runs.
 import dataclasses
 import hashlib
 import json
-import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -23,6 +21,7 @@ from rs_jax import checkpoints
 from rs_jax import evaluate
 from rs_jax import input_pipeline
 from rs_jax import optimizers
+from rs_jax import paths
 from rs_jax import sharding
 from rs_jax import train
 from rs_jax.models import encoder as encoder_lib
@@ -32,35 +31,27 @@ def checkpoint_checksum(directory) -> str:
   """SHA-256 (hex) over the relative paths and bytes of every file under
   `directory`, in sorted order."""
   digest = hashlib.sha256()
-  files = sorted(os.path.relpath(os.path.join(root, name), directory)
-                 for root, _, names in os.walk(directory) for name in names)
+  directory = paths.resolve(directory)
+  files = sorted(p.relative_to(directory).as_posix()
+                 for p in directory.rglob("*") if p.is_file())
   if not files:
     raise FileNotFoundError(f"{directory}: empty checkpoint directory")
   for rel in files:
     digest.update(rel.encode("utf-8") + b"\0")
-    with open(os.path.join(directory, rel), "rb") as f:
+    with (directory / rel).open("rb") as f:
       for chunk in iter(lambda: f.read(1 << 20), b""):
         digest.update(chunk)
   return digest.hexdigest()
 
 
 def _abstract_state(config, models, input_shapes, sharding):
-  """Shapes/dtypes of train.py's state {step, params, batch_stats,
-  opt_state}, placed with `sharding`: the restore target (nothing is
-  initialised, `jax.eval_shape` only traces)."""
+  """Shapes/dtypes of `train.create_train_state`, placed with `sharding`:
+  the restore target (`jax.eval_shape` only traces)."""
   tx, _ = optimizers.create_optimizer(config.optim, config.train.steps)
-
-  def init():
-    variables = train.init_variables(models, input_shapes, config.seed)
-    params = {m: v["params"] for m, v in variables.items()}
-    return {"step": jnp.zeros((), jnp.int32), "params": params,
-            "batch_stats": {m: v["batch_stats"]
-                            for m, v in variables.items()},
-            "opt_state": tx.init(params)}
-
   return jax.tree.map(
       lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-      jax.eval_shape(init))
+      jax.eval_shape(lambda: train.create_train_state(
+          config, models, input_shapes, tx, pretrained=False)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +82,7 @@ class Trained:
 
   @property
   def model_pair(self) -> str:
-    return f"{os.path.basename(os.path.normpath(self.workdir))}:{self.checksum}"
+    return f"{paths.resolve(self.workdir).name}:{self.checksum}"
 
   def check_modality(self, modality: str) -> None:
     if modality not in self.models:
@@ -120,10 +111,9 @@ class Trained:
 
 def load_config(workdir) -> ml_collections.ConfigDict:
   """WORKDIR/config.json as a ConfigDict (lists where the run had tuples)."""
-  path = os.path.join(workdir, "config.json")
+  path = paths.resolve(workdir) / "config.json"
   try:
-    with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
   except FileNotFoundError:
     raise FileNotFoundError(
         f"{path}: missing; a training workdir written by launch.py has it"
@@ -136,7 +126,7 @@ def load_trained(workdir, *, devices=None) -> Trained:
   The training data (config.data, relative paths inside the workdir) must be
   prepared: its shapes and band statistics define the encoders' inputs.
   """
-  workdir = os.path.abspath(workdir)
+  workdir = str(paths.resolve(workdir))
   config = load_config(workdir)
   data = input_pipeline.load(config, workdir)
   shapes = data.input_shapes
@@ -144,7 +134,8 @@ def load_trained(workdir, *, devices=None) -> Trained:
   mesh = sharding.create_mesh(devices)
   target = _abstract_state(config, models, shapes,
                            sharding.replicated(mesh))
-  ckpt = checkpoints.Checkpoints(workdir, best_metric=config.eval.select)
+  ckpt = checkpoints.Checkpoints(workdir, best_metric=config.eval.select,
+                                 read_only=True)
   try:
     step = ckpt.best.best_step()
     if step is not None:
@@ -153,11 +144,11 @@ def load_trained(workdir, *, devices=None) -> Trained:
       manager, step = ckpt.latest, ckpt.latest.latest_step()
       if step is None:
         raise FileNotFoundError(f"{workdir}: no checkpoint under "
-                                f"{os.path.join(workdir, 'checkpoints')}")
+                                f"{paths.resolve(workdir) / 'checkpoints'}")
       state = ckpt.restore_latest(target)[0]
   finally:
     ckpt.close()
-  directory = os.path.join(str(manager.directory), str(step))
+  directory = str(paths.resolve(manager.directory) / str(step))
   return Trained(workdir=workdir, config=config, models=models, state=state,
                  stats=data.stats, input_shapes=shapes, checkpoint=directory,
                  step=int(step), checksum=checkpoint_checksum(directory))

@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
+from rs_jax import paths  # pylint: disable=g-bad-import-order
+
 S2_TRUE_COLOUR = (3, 2, 1)
 
 
@@ -78,5 +80,6 @@ def retrieval_sheet(path, *, query_images, result_images, query_labels,
     ax.set_xticks([])
     ax.set_yticks([])
   fig.tight_layout()
-  fig.savefig(path, dpi=80)
+  with paths.atomic_write(path) as f:
+    fig.savefig(f, dpi=80, format="png")
   plt.close(fig)

@@ -1,4 +1,4 @@
-"""ANNEAL end to end: rs_jax.anneal.run on the generated archive, resume
+"""ANNEAL end to end: rs_jax.active_learning.anneal.run on the generated archive, resume
 after a crash, and the trainer's parts against NumPy references.
 
 The frozen "backbone" here is per-band means and standard deviations of the
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import anneal_ucm
-from rs_jax import anneal
+from rs_jax.active_learning import anneal
 from rs_jax import features
 from rs_jax.active_learning import state as state_lib
 from rs_jax.active_learning import trainer

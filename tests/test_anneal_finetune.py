@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import anneal_ucm
-from rs_jax import anneal
+from rs_jax.active_learning import anneal
 from rs_jax import data
 from rs_jax import sharding
 from rs_jax.active_learning import finetune

@@ -5,7 +5,6 @@ import jax
 import numpy as np
 import pytest
 
-import rs_jax.data
 from rs_jax.data import augment
 from rs_jax.data import pipeline
 from rs_jax.data import synthetic
@@ -56,19 +55,48 @@ def test_random_sampler_epochs_sharding_determinism(single, monkeypatch):
   per_process = []
   for p in range(2):
     _processes(monkeypatch, p, 2)
-    it = pipeline.train_batches(single, batch_size=5, seed=7)
+    it = pipeline.train_batches(single, batch_size=10, seed=7)
     per_process.append([next(it)["image"] for _ in range(5)])  # one epoch
-  # Global epoch of 50 = 5 steps x 2 processes x 5: every example once.
+  # Epoch of 50 = 5 global batches of 10, 5 rows per process: every example
+  # once.
+  assert per_process[0][0].shape[0] == 5
   images = np.concatenate([np.concatenate(x) for x in per_process])
   flat = images.reshape(50, -1)
   ref = single.arrays["image"].reshape(50, -1)
   assert len(np.unique(flat, axis=0)) == 50
   np.testing.assert_array_equal(np.unique(flat, axis=0), np.unique(ref, axis=0))
   _processes(monkeypatch, 0, 2)
-  again = pipeline.train_batches(single, batch_size=5, seed=7)
+  again = pipeline.train_batches(single, batch_size=10, seed=7)
   np.testing.assert_array_equal(next(again)["image"], per_process[0][0])
-  other = pipeline.train_batches(single, batch_size=5, seed=8)
+  other = pipeline.train_batches(single, batch_size=10, seed=8)
   assert not np.array_equal(next(other)["image"], per_process[0][0])
+  with pytest.raises(ValueError, match="multiple of the 2 processes"):
+    pipeline.train_batches(single, batch_size=5, seed=7)
+
+
+@pytest.mark.parametrize("sampler, options", [
+    ("random", {}), ("triplet", {}), ("pairs", {}), ("pk", {"k": 3}),
+])
+@pytest.mark.parametrize("augment", [False, True])
+def test_processes_read_rows_of_the_one_process_batch(single, monkeypatch,
+                                                      sampler, options,
+                                                      augment):
+  """The batches of 2 processes side by side are the 1-process batch, so
+  [anchors; positives; negatives] and [firsts; seconds] survive."""
+  kwargs = dict(batch_size=12, seed=3, sampler=sampler, augment=augment,
+                **options)
+  _processes(monkeypatch, 0, 1)
+  whole = list(itertools.islice(pipeline.train_batches(single, **kwargs), 2))
+  parts = []
+  for p in range(2):
+    _processes(monkeypatch, p, 2)
+    parts.append(list(itertools.islice(
+        pipeline.train_batches(single, **kwargs), 2)))
+  for t in range(2):
+    for key in whole[t]:
+      np.testing.assert_array_equal(
+          np.concatenate([parts[0][t][key], parts[1][t][key]]),
+          whole[t][key], err_msg=f"{sampler} step {t} {key}")
 
 
 def test_pk_sampler(single):
@@ -136,15 +164,15 @@ def test_train_augment_applies_same_transform(multi):
     assert any(np.array_equal(x, augment.dihedral(y, t)) for t in range(8))
 
 
-def test_normalize_matches_numpy():
+def test_standardize_matches_numpy():
+  from rs_jax.models import encoder  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
-  batch = {"s2": rng.normal(3.0, 2.0, (4, 5, 5, 12)).astype(np.float32),
-           "labels": np.ones((4, 3), np.uint8)}
-  stats = {"s2": {"mean": np.full(12, 3.0, np.float32),
-                  "std": np.full(12, 2.0, np.float32)}}
-  out = rs_jax.data.normalize(batch, stats)
-  np.testing.assert_allclose(out["s2"], (batch["s2"] - 3.0) / 2.0, rtol=1e-6)
-  assert out["labels"] is batch["labels"]
+  x = rng.normal(3.0, 2.0, (4, 5, 5, 12)).astype(np.float32)
+  stats = {"mean": rng.normal(size=12).astype(np.float32),
+           "std": rng.uniform(0.5, 2.0, 12).astype(np.float32)}
+  np.testing.assert_allclose(encoder.standardize(x, stats),
+                             (x - stats["mean"]) / stats["std"], rtol=1e-6)
+  np.testing.assert_array_equal(encoder.standardize(x, None), x)
 
 
 def test_bad_arguments(single):

@@ -134,7 +134,9 @@ def test_cli_prepares_a_configs_own_data_on_the_real_sample(tmp_path):
   config = s1s2_triplet.get_config("labels_43")
   config.data.data_dir = str(tmp_path)
   config.data.manual_dir = "/nonexistent"  # would fail if it prepared again
-  source = input_pipeline.open_split(config.data, "train")
+  input_pipeline.prepare_once(config.data)
+  source = data.load(config.data.name, "train", config.data.data_dir,
+                     **input_pipeline.read_options(config.data))
   labels = source.columns([config.data.label_key])["labels_43"]
   assert labels.shape == (len(source), 43) and labels.any(1).all()
   assert source[0]["s2"].shape == (120, 120, 12)

@@ -8,7 +8,6 @@ import pytest
 from configs import s1s2_mse
 from configs import s1s2_triplet
 from rs_jax import losses
-from rs_jax import multimodal_losses
 from rs_jax import train
 from tests import test_train
 
@@ -147,17 +146,17 @@ def test_push_and_balance_per_network(batch, form):
     return per.sum() if form == "paper" else per.mean()
 
   np.testing.assert_allclose(
-      multimodal_losses.s1s2_push(s1=s1, s2=s2, form=form),
+      losses.s1s2_push(s1=s1, s2=s2, form=form),
       np_push(s1) + np_push(s2), rtol=1e-5)
   np.testing.assert_allclose(
-      multimodal_losses.s1s2_balance(s1=s1, s2=s2, form=form),
+      losses.s1s2_balance(s1=s1, s2=s2, form=form),
       np_balance(s1) + np_balance(s2), rtol=1e-5)
 
 
 def test_per_bit_balance_keeps_networks_apart(batch):
   s1, _, _ = batch
   flipped = 1.0 - s1  # each bit's batch mean mirrors s1's about 0.5
-  got = multimodal_losses.s1s2_balance(s1=s1, s2=flipped, form="per_bit")
+  got = losses.s1s2_balance(s1=s1, s2=flipped, form="per_bit")
   mixed = losses.bit_balance(embeddings=np.concatenate([s1, flipped]),
                              form="per_bit")
   np.testing.assert_allclose(mixed, 0.0, atol=1e-7)
@@ -183,8 +182,8 @@ def test_configs_combine_to_the_thesis_objective(batch, module):
   total, terms = fn(**inputs)
   main = ("mse_cosine_label" if module is s1s2_mse else "cross_modal_triplet")
   assert set(terms) == {main, "s1s2_push", "s1s2_balance"}
-  want = (terms[main] + 0.001 * multimodal_losses.s1s2_push(
-      s1=s1, s2=s2, form="code") + multimodal_losses.s1s2_balance(
+  want = (terms[main] + 0.001 * losses.s1s2_push(
+      s1=s1, s2=s2, form="code") + losses.s1s2_balance(
           s1=s1, s2=s2, form="code"))
   np.testing.assert_allclose(total, want, rtol=1e-6)
   with pytest.raises(ValueError, match="synthetic"):
@@ -285,3 +284,23 @@ def test_s1_and_s2_views_retrieve_each_other(runs, data_dir):
   for direction in ("s1->s2", "s2->s1"):
     got = results[f"test/{direction}/map@10"]
     assert got > chance + 0.08, (direction, got, chance)
+
+
+def test_equal_splits_exclude_the_partner_in_every_direction():
+  """Every place has its own label, so a query's only relevant archive item
+  is itself (same modality) or its partner (other modality): excluded, no
+  query retrieves anything relevant; archive = another split keeps them."""
+  from rs_jax import evaluate  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  n, k = 12, 16
+  s2 = rng.uniform(size=(n, k)).astype(np.float32)
+  outputs = {"s1": s2 + 0.01, "s2": s2}  # partners have equal codes
+  labels = np.eye(n, dtype=np.uint8)
+  same = evaluate.score_directions(outputs, labels, outputs, labels, ks=(3,),
+                                   same_split=True)
+  other = evaluate.score_directions(outputs, labels, outputs, labels,
+                                    ks=(3,), same_split=False)
+  for d in ("s1->s1", "s1->s2", "s2->s1", "s2->s2"):
+    assert same[f"{d}/precision@3"] == 0.0, d
+    np.testing.assert_allclose(other[f"{d}/precision@3"], 1 / 3, err_msg=d)
+  assert same["mean/map@3"] == 0.0

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rs_jax import distances
+
 from rs_jax.active_learning import kmeans as kmeans_lib
 from rs_jax.active_learning import uncertainty
 
@@ -39,14 +41,14 @@ def images_for_bits(bits: float, num_classes: int) -> int:
 @jax.jit
 def pair_features(embeddings, pairs) -> jax.Array:
   """Order-free pair representation for the diversity step -> [P, 2D]."""
-  u = uncertainty.normalize(embeddings)
+  u = distances.l2_normalize(embeddings)
   a, b = u[pairs[:, 0]], u[pairs[:, 1]]
   return jnp.concatenate([(a + b) / 2.0, jnp.abs(a - b)], -1)
 
 
 @jax.jit
 def _image_features(embeddings, images):
-  return uncertainty.normalize(embeddings)[images]
+  return distances.l2_normalize(embeddings)[images]
 
 
 def _padded(x, chunk: int = 65536):

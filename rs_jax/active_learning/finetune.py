@@ -135,7 +135,7 @@ def preprocess(model: Model, images):
     if model.mean is not None:
       stats = {"mean": jnp.asarray(model.mean, jnp.float32),
                "std": jnp.asarray(model.std, jnp.float32)}
-    return encoder_lib.normalize(images, stats)
+    return encoder_lib.standardize(images, stats)
   from rs_jax.models import efficientnet_lite  # pylint: disable=g-import-not-at-top
   size = efficientnet_lite.IMAGE_SIZE
   b, h, w, c = images.shape

@@ -9,15 +9,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from rs_jax import distances
+
 INITS = ("kmeans++", "random")
 _HIGHEST = jax.lax.Precision.HIGHEST
-
-
-def _sq_dist(x, c):
-  """||x_i - c_j||^2, [N, D] x [K, D] -> [N, K], clipped at 0."""
-  d = (jnp.sum(x * x, -1)[:, None] + jnp.sum(c * c, -1)[None, :]
-       - 2.0 * jnp.dot(x, c.T, precision=_HIGHEST))
-  return jnp.maximum(d, 0.0)
 
 
 @functools.partial(jax.jit, static_argnames=("shape",))
@@ -61,14 +56,14 @@ def lloyd(x, centroids, *, iters: int):
   k = centroids.shape[0]
 
   def step(_, cent):
-    onehot = jax.nn.one_hot(jnp.argmin(_sq_dist(x, cent), 1), k,
+    onehot = jax.nn.one_hot(jnp.argmin(distances.squared_distances(x, cent), 1), k,
                             dtype=jnp.float32)
     counts = jnp.sum(onehot, 0)[:, None]
     sums = jnp.dot(onehot.T, x, precision=_HIGHEST)
     return jnp.where(counts > 0, sums / jnp.maximum(counts, 1.0), cent)
 
   cent = jax.lax.fori_loop(0, iters, step, jnp.asarray(centroids, jnp.float32))
-  return cent, jnp.argmin(_sq_dist(x, cent), 1).astype(jnp.int32)
+  return cent, jnp.argmin(distances.squared_distances(x, cent), 1).astype(jnp.int32)
 
 
 def kmeans(x, *, k: int, key, iters: int = 50, init: str = "kmeans++"):

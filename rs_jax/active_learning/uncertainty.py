@@ -8,14 +8,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from rs_jax import distances
+
 _EPS = 1e-12
-
-
-def normalize(x) -> jax.Array:
-  """Rows of float[N, D] scaled to unit L2 norm (0 rows stay 0)."""
-  x = jnp.asarray(x, jnp.float32)
-  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, -1, keepdims=True),
-                                       _EPS))
 
 
 @functools.partial(jax.jit, static_argnames=("chunk",))
@@ -27,7 +22,7 @@ def pair_cosine(embeddings, pairs, *, chunk: int = 65536) -> jax.Array:
     pairs: int[P, 2] image indices. Computed in chunks of `chunk` pairs
       (lax.map) so a pool of millions of pairs never gathers [P, D].
   """
-  unit = normalize(embeddings)
+  unit = distances.l2_normalize(embeddings)
   p = pairs.shape[0]
   if p == 0:
     return jnp.zeros((0,), jnp.float32)

@@ -8,7 +8,6 @@ pipelines.
                                 -> random-access source: len(), [i] -> dict,
                                    columns(keys) -> label-store arrays
   statistics(name, data_dir)    -> {feature: {"mean": f32[C], "std": f32[C]}}
-  normalize(example_or_batch, stats) -> (x - mean) / std on those features
 
 NAME -> (module, builder class, builder config); modules import lazily, so
 reading one dataset never imports the others. TFDS registers the classes under
@@ -94,6 +93,11 @@ def prepare_config(data_config, *, workers: int = 1,
                  data_config.data_dir, workers=workers, beam=beam, **options)
 
 
+def is_prepared(name: str, data_dir) -> bool:
+  """Returns whether NAME is prepared (complete) in data_dir."""
+  return builder(name, data_dir).is_prepared()
+
+
 def _prepared(name, data_dir):
   b = builder(name, data_dir)
   if not b.is_prepared():
@@ -153,14 +157,3 @@ def statistics(name: str, data_dir, split: str | None = None):
   return {k: {"mean": np.asarray(v["mean"], np.float32),
               "std": np.asarray(v["std"], np.float32)}
           for k, v in stats[split].items()}
-
-
-def normalize(example_or_batch: Mapping[str, Any], stats):
-  """(x - mean) / std over the last axis for every feature in stats (float32;
-  NumPy or JAX arrays, one example or a batch); other keys pass through."""
-  out = dict(example_or_batch)
-  for key, s in stats.items():
-    if key in out:
-      x = out[key]
-      out[key] = (x.astype(np.float32) - s["mean"]) / np.maximum(s["std"], 1e-12)
-  return out

@@ -1,12 +1,14 @@
 """grain input pipelines over random-access sources (rs_jax.data.load).
 
-train_batches: infinite, per-process batches of `batch_size`; batch t of
-process p is a pure function of (seed, p, t), so runs are reproducible and
-grain reads batches ahead in threads. Samplers:
-  "random"   epochs of a seeded permutation of the whole source; the global
-             batch (batch_size x processes) is cut from it and process p takes
-             its p-th slice, so processes never share an example in a step;
-             the last incomplete global batch of an epoch is dropped.
+train_batches: infinite batches; `batch_size` is the global batch of all
+processes. Global batch t is a pure function of (seed, t), the same on any
+number of processes, and process p reads only its rows [p * b, (p + 1) * b)
+(b = batch_size / processes), so the global batch that `sharding.to_global`
+assembles keeps the sampler's row structure; grain reads batches ahead in
+threads. Samplers:
+  "random"   epochs of a seeded permutation of the whole source, cut into
+             global batches; the last incomplete batch of an epoch is
+             dropped.
   "pk"       p classes x k images each (options p, k; p * k = batch_size),
              classes drawn without replacement, images without replacement
              within a class when it has >= k (else with).
@@ -23,9 +25,11 @@ grain reads batches ahead in threads. Samplers:
 Classes come from `label` (int) or a multi-hot key (option label_key, e.g.
 "labels_19"); for multi-hot, "shares a class" means at least one common label
 and "pk" draws k images carrying each of p labels. Sources with both `s1` and
-`s2` give paired S1/S2 batches with every sampler. augment=True applies a
-random flip/90-degree rotation per example (augment.random_dihedral); a
-callable f(batch, rng) -> batch is applied instead when given.
+`s2` give paired S1/S2 batches with every sampler; `pair_label` is split
+over the processes like the rows. augment=True applies a random
+flip/90-degree rotation per example (augment.random_dihedral); a callable
+f(batch, rng) -> batch is applied instead when given. Either is called on
+one row at a time with a generator seeded by (seed, t, global row).
 
 eval_batches: one pass over this process's contiguous shard in index order;
 the last batch is padded (repeating the shard's last example) to batch_size;
@@ -101,15 +105,14 @@ class _Classes:
                      f"in {tries} draws; is there more than one class?")
 
 
-def _random_indices(t, *, n, batch_size, seed, process, processes):
-  per_epoch = n // (batch_size * processes)
+def _random_indices(t, *, n, batch_size, seed):
+  per_epoch = n // batch_size
   if per_epoch == 0:
     raise ValueError(f"source of {n} examples is smaller than one global "
-                     f"batch ({batch_size} x {processes} processes)")
+                     f"batch ({batch_size})")
   epoch, step = divmod(t, per_epoch)
   perm = np.random.default_rng([seed, epoch]).permutation(n)
-  start = (step * processes + process) * batch_size
-  return perm[start:start + batch_size], None
+  return perm[step * batch_size:(step + 1) * batch_size], None
 
 
 def _pk_indices(rng, *, classes, batch_size, p=None, k=4):
@@ -175,25 +178,31 @@ def train_batches(source, *, batch_size: int, seed: int,
                   augment: bool | Callable[..., dict] = False,
                   keys: Sequence[str] | None = None,
                   **sampler_options) -> Iterator[dict[str, np.ndarray]]:
-  """Infinite iterator of this process's batches (see the module docstring)."""
+  """Infinite iterator of this process's batches (see the module docstring).
+
+  batch_size: the global batch (all processes); this process yields rows
+  [p * b, (p + 1) * b) of it, b = batch_size / processes.
+  """
   if sampler not in SAMPLERS:
     raise ValueError(f"unknown sampler {sampler!r}; known: {SAMPLERS}")
-  if batch_size < 1:
-    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
   process, processes = jax.process_index(), jax.process_count()
+  if batch_size < 1 or batch_size % processes:
+    raise ValueError(f"batch_size must be a positive multiple of the "
+                     f"{processes} processes, got {batch_size}")
+  local = batch_size // processes
+  rows = slice(process * local, (process + 1) * local)
   label_key = sampler_options.pop("label_key", "label")
   if sampler == "random":
     if sampler_options:
       raise ValueError(f"random sampler takes no options {sorted(sampler_options)}")
     draw = functools.partial(_random_indices, n=len(source),
-                             batch_size=batch_size, seed=seed,
-                             process=process, processes=processes)
+                             batch_size=batch_size, seed=seed)
   else:
     fn = {"pk": _pk_indices, "triplet": _triplet_indices,
           "pairs": _pairs_indices}[sampler]
     fn = functools.partial(fn, classes=_Classes(source, label_key),
                            batch_size=batch_size, **sampler_options)
-    draw = lambda t: fn(np.random.default_rng([seed, process, t]))
+    draw = lambda t: fn(np.random.default_rng([seed, t]))
   draw(0)  # bad options raise here, not inside grain's reader threads
   if augment is True:
     augment = augment_lib.random_dihedral
@@ -201,16 +210,24 @@ def train_batches(source, *, batch_size: int, seed: int,
 
   def make_batch(t: int) -> dict[str, np.ndarray]:
     indices, pair_label = draw(t)
-    batch = _read(source, indices, keys)
-    if pair_label is not None:
-      batch["pair_label"] = pair_label
-    if augment:
-      batch = augment(batch, rng=np.random.default_rng([seed, process, t, 1]))
+    batch = _read(source, indices[rows], keys)
+    if pair_label is not None:  # [P] beside rows [firsts; seconds]
+      per_process = len(pair_label) // processes
+      batch["pair_label"] = pair_label[process * per_process:
+                                       (process + 1) * per_process]
+    if augment:  # drawn per global row: the same on any process count
+      batch = _stack([augment({k: v[i:i + 1] for k, v in batch.items()},
+                              rng=np.random.default_rng([seed, t, row, 1]))
+                      for i, row in enumerate(range(rows.start, rows.stop))])
     return batch
 
   dataset = grain.MapDataset.range(sys.maxsize).map(make_batch)
   return iter(dataset.to_iter_dataset(
       grain.ReadOptions(num_threads=4, prefetch_buffer_size=8)))
+
+
+def _stack(batches: list[dict]) -> dict:
+  return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
 
 
 def eval_batches(source, *, batch_size: int,

@@ -11,11 +11,12 @@ A dataset by name, any preparation option as a config field:
 Beam with --beam_options (e.g. "--runner=DataflowRunner --project=P
 --region=R --temp_location=gs://B/tmp"; empty: the DirectRunner).
 
-The console shows progress and a one-line summary; the library's log goes
-to DATA_DIR/logs/prepare-<time>.log (a local data_dir) or the temp dir;
---verbosity=0 shows it on the console too.
+The console shows TFDS's progress bars and a one-line summary; INFO records
+and TFDS's notices go to DATA_DIR/logs/prepare-<time>.log (a local
+data_dir) or the temp dir (rs_jax.console); --verbosity=0 shows them too.
 """
-import logging as std_logging
+import contextlib
+import io
 import os
 import shlex
 import tempfile
@@ -26,9 +27,10 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from rs_jax import console
+from rs_jax import paths
 import rs_jax.data
 from rs_jax.data import base
-from rs_jax import paths
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config whose `data` section (name, manual_dir, "
@@ -42,22 +44,11 @@ _BEAM_OPTIONS = flags.DEFINE_string(
     "--flink_master=HOST:8081 --environment_type=LOOPBACK'.")
 
 
-def _log_to_file(data_dir) -> str:
-  """Sends INFO and above to a log file, only WARNING and above to the
-  console (unless --verbosity asks for more); returns the file's path."""
+def _log_path(data_dir) -> str:
+  """DATA_DIR/logs/prepare-<time>.log, or in the temp dir for a URL."""
   folder = (os.path.join(os.fspath(data_dir), "logs")
             if paths.is_local(data_dir) else tempfile.gettempdir())
-  os.makedirs(folder, exist_ok=True)
-  path = os.path.join(folder, time.strftime("prepare-%Y%m%d-%H%M%S.log"))
-  handler = std_logging.FileHandler(path)
-  handler.setFormatter(logging.PythonFormatter())
-  handler.setLevel(std_logging.INFO)
-  std_logging.getLogger().addHandler(handler)
-  quiet = not flags.FLAGS["verbosity"].present
-  logging.set_verbosity(logging.INFO)
-  if quiet:
-    logging.get_absl_handler().setLevel(std_logging.WARNING)
-  return path
+  return os.path.join(folder, time.strftime("prepare-%Y%m%d-%H%M%S.log"))
 
 
 def main(argv):
@@ -66,21 +57,28 @@ def main(argv):
   data_config = _CONFIG.value.data
   if not data_config.get("data_dir"):
     raise app.UsageError("set --config.data.data_dir")
-  log_path = _log_to_file(data_config.data_dir)
+  log_path = _log_path(data_config.data_dir)
+  if not flags.FLAGS["verbosity"].present:
+    console.quiet()
+  console.log_to(log_path)  # after quiet(): its filter is for the console
   beam = shlex.split(_BEAM_OPTIONS.value) if _BEAM.value else None
   start = time.perf_counter()
-  builder = rs_jax.data.prepare_config(data_config, workers=_WORKERS.value,
-                                       beam=beam)
+  captured = io.StringIO()
+  with contextlib.redirect_stdout(captured):  # TFDS's notices; bars stay
+    builder = rs_jax.data.prepare_config(
+        data_config, workers=_WORKERS.value, beam=beam)
+  logging.info("%s", captured.getvalue().strip())
   seconds = time.perf_counter() - start
   counts = {s: v.num_examples for s, v in builder.info.splits.items()}
   meta = base.read_metadata(builder.data_path)
   total = sum(counts.values())
   logging.info("prepared %s in %s: %s, counts %s", data_config.name,
                builder.data_path, counts, meta["counts"])
-  print(f"{data_config.name}: {total} examples {counts}, skipped "
-        f"{meta['counts'].get('skipped', 0)}, {seconds:.1f} s "
-        f"({total / max(seconds, 1e-9):.1f}/s) -> {builder.data_path} "
-        f"(log: {log_path})")
+  console.show(
+      f"{data_config.name}: {total} examples {counts}, skipped "
+      f"{meta['counts'].get('skipped', 0)}, {seconds:.1f} s "
+      f"({total / max(seconds, 1e-9):.1f}/s) -> {builder.data_path} "
+      f"(log: {log_path})")
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ def create_encoder(model_config, *, frozen: bool = False) -> HashEncoder:
       head_hidden=tuple(model_config.get("head_hidden", (1024, 512))))
 
 
-def normalize(x, stats):
+def standardize(x, stats):
   """(x - mean) / std per channel (last axis), float32; stats None: cast."""
   x = jnp.asarray(x, jnp.float32)
   if stats is None:
@@ -76,7 +76,7 @@ def encode(models, params, batch_stats, batch, stats, *, train: bool):
   """-> ({modality: float32[B, K]}, new batch_stats)."""
   outputs, new_stats = {}, {}
   for m, model in models.items():
-    x = normalize(batch[m], stats.get(m))
+    x = standardize(batch[m], stats.get(m))
     variables = {"params": params[m], "batch_stats": batch_stats[m]}
     if train:
       y, updated = model.apply(variables, x, train=True,

@@ -38,7 +38,7 @@ class ProjectionHead(nn.Module):
   "Two fully connected layers with hidden dimension of 512 and 256 units and
   ReLU activation": Dense 512 -> ReLU -> Dense 256, no activation on the
   output (the cosine contrastive loss, eq. 1, normalises it). Retrieval
-  ranks its outputs by cosine similarity (rs_jax/anneal.py, both modes).
+  ranks its outputs by cosine similarity (rs_jax/active_learning/anneal.py, both modes).
   """
   hidden: int = 512
   features: int = 256

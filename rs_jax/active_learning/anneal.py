@@ -28,8 +28,10 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 from absl import logging
 
+from rs_jax import data
 from rs_jax import input_pipeline
 from rs_jax import sharding
+from rs_jax import workdir as workdir_lib
 from rs_jax.active_learning import acquisition
 from rs_jax.active_learning import loop
 from rs_jax.active_learning import oracle as oracle_lib
@@ -73,7 +75,9 @@ def _open_splits(config, workdir):
                      f"{config.data.inputs}")
   splits = sorted({config.data.train_split, config.eval.query_split,
                    config.eval.database_split})
-  sources = {s: input_pipeline.open_split(config.data, s) for s in splits}
+  input_pipeline.prepare_once(config.data)
+  sources = {s: data.load(config.data.name, s, config.data.data_dir)
+             for s in splits}
   resized = sources
   if config.data.get("image_size"):
     resized = {s: _Resized(v, config.data.inputs[0], config.data.image_size)
@@ -84,7 +88,6 @@ def _open_splits(config, workdir):
 def load_features(config, workdir):
   """{split: (features float32[N, D], labels)} of the train, query and
   archive splits, and the dataset's own train source (for file paths)."""
-  from rs_jax import data  # pylint: disable=g-import-not-at-top
   from rs_jax import features  # pylint: disable=g-import-not-at-top
   config, sources, train_source = _open_splits(config, workdir)
   stats = data.statistics(config.data.name, config.data.data_dir)
@@ -173,7 +176,6 @@ def _frozen_model(config, workdir, mode) -> _Model:
 def _finetune_model(config, workdir, mode) -> _Model:
   """Backbone and heads trained on images (`finetune.py`), the backbone
   from config.model.weights."""
-  from rs_jax import data  # pylint: disable=g-import-not-at-top
   from rs_jax.active_learning import finetune  # pylint: disable=g-import-not-at-top
   start = time.time()
   config, sources, train_source = _open_splits(config, workdir)
@@ -241,12 +243,18 @@ def _upper_bound(config, workdir, model: _Model):
 
 
 def run(config, workdir):
-  """Runs (or resumes) ANNEAL; returns the curve (list of round entries)."""
+  """Runs (or resumes) ANNEAL; returns the curve (list of round entries).
+  The workdir is claimed first (`rs_jax.workdir.claim`)."""
   al = config.al
   if al.strategy not in acquisition.STRATEGIES:
     raise ValueError(f"al.strategy must be one of {acquisition.STRATEGIES}, "
                      f"got {al.strategy!r}")
-  os.makedirs(workdir, exist_ok=True)
+  with workdir_lib.claim(config, workdir):
+    return _run(config, str(workdir))
+
+
+def _run(config, workdir):
+  al = config.al
   start = time.time()
   mode = trainer.mode_of(al.strategy)
   model = (_frozen_model if al.frozen_backbone else _finetune_model)(

@@ -1,0 +1,114 @@
+"""What a person sees while a task runs, and where the rest goes.
+
+`quiet()` keeps the console for progress lines, headline metrics, our
+warnings and every error; `log_to(path)` sends every INFO record (ours and
+the libraries': orbax, TFDS, clu, absl) to a log file. A command-line tool
+calls `quiet()` unless absl's --verbosity was given. `show(text)` prints a
+line for the person and also records it in the log.
+"""
+import contextlib
+import io
+import logging
+import os
+import sys
+import time
+
+_OURS = tuple(os.sep + p for p in (f"rs_jax{os.sep}", "launch.py",
+                                    f"benchmarks{os.sep}"))
+_FORMAT = "%(asctime)s %(levelname)s %(filename)s:%(lineno)d] %(message)s"
+
+
+class _ConsoleFilter(logging.Filter):
+  """Passes errors, and warnings raised by the project's own code."""
+
+  def filter(self, record) -> bool:
+    if record.levelno >= logging.ERROR:
+      return True
+    return (record.levelno >= logging.WARNING
+            and any(p in record.pathname for p in _OURS))
+
+
+def quiet() -> None:
+  """Keeps INFO records and library warnings off the console.
+
+  Also sets TensorFlow's C++ logging to warnings (TF_CPP_MIN_LOG_LEVEL and
+  TF_ENABLE_ONEDNN_OPTS, unless set; read when TensorFlow is imported).
+  """
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+  # TensorFlow only writes TensorBoard files and prepares datasets here; its
+  # oneDNN kernels are unused, and their start-up notice goes to the console
+  # before any log level applies.
+  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+  for handler in logging.getLogger().handlers:
+    handler.addFilter(_ConsoleFilter())
+
+
+def log_to(log_path) -> None:
+  """Appends every INFO (and higher) record to `log_path`, a local file."""
+  root = logging.getLogger()
+  root.setLevel(min(root.level or logging.INFO, logging.INFO))
+  os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+  handler = logging.FileHandler(log_path, encoding="utf-8")
+  handler.setFormatter(logging.Formatter(_FORMAT))
+  root.addHandler(handler)
+
+
+@contextlib.contextmanager
+def to_log(what: str):
+  """Runs a block whose prints and progress bars (TFDS preparation) go to
+  the log; shows 'WHAT ...' and 'WHAT: done in N s' on the console."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  show(f"{what} ...")
+  start = time.perf_counter()
+  captured = io.StringIO()
+  tfds.disable_progress_bar()
+  with contextlib.redirect_stdout(captured):
+    yield
+  if captured.getvalue().strip():
+    logging.getLogger("rs_jax").info("%s", captured.getvalue().strip())
+  show(f"{what}: done in {_duration(time.perf_counter() - start)}")
+
+
+def show(text: str) -> None:
+  """Prints `text` for the person at the console and logs it."""
+  print(text, flush=True, file=sys.stdout)
+  logging.getLogger("rs_jax").info("%s", text)
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  h, rest = divmod(seconds, 3600)
+  m, s = divmod(rest, 60)
+  return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class Progress:
+  """Formats 'step 75/150 (50%) | loss 0.2435 | 3.1 steps/s | ETA 0:24'.
+
+  The rate is over the steps since the previous line (the first window
+  includes compilation).
+  """
+
+  def __init__(self, total_steps: int, start_step: int = 0):
+    self.total = total_steps
+    self._last = (start_step, time.perf_counter())
+
+  def __call__(self, step: int, scalars: dict) -> None:
+    """Shows one line for `step` with the scalars' loss."""
+    now = time.perf_counter()
+    last_step, last_time = self._last
+    self._last = (step, now)
+    rate = (step - last_step) / max(now - last_time, 1e-9)
+    parts = [f"step {step}/{self.total} ({100 * step // self.total}%)"]
+    if "loss" in scalars:
+      parts.append(f"loss {scalars['loss']:.4f}")
+    parts.append(f"{rate:.2f} steps/s")
+    if rate > 0 and step < self.total:
+      parts.append(f"ETA {_duration((self.total - step) / rate)}")
+    show(" | ".join(parts))
+
+
+def metrics_line(prefix: str, metrics: dict, keys) -> str:
+  """Returns 'PREFIX map@20 0.8123 | ...' for the keys that metrics has."""
+  shown = [f"{k} {metrics[k]:.4f}" for k in keys if k in metrics]
+  return f"{prefix} " + " | ".join(shown)
