@@ -156,3 +156,15 @@ def test_prepare_by_name_config(tmp_path):
       "train": 2, "test": 1}
   with pytest.raises(ValueError, match="'mm'"):
     prepare_config.get_config("mm")
+
+
+def test_columns_of_a_dataset_without_label_store(tmp_path):
+  data.prepare("synthetic", None, tmp_path, num_examples=10, size=4,
+               splits={"train": 1.0})
+  source = data.load("synthetic", "train", tmp_path)
+  want = np.stack([source[i]["labels"] for i in range(len(source))])
+  np.testing.assert_array_equal(source.columns(["labels"])["labels"], want)
+  for path in data.builder("synthetic", tmp_path).data_path.glob("labels-*"):
+    path.unlink()  # as prepared before the label store existed
+  got = data.load("synthetic", "train", tmp_path).columns(["labels"])
+  np.testing.assert_array_equal(got["labels"], want)

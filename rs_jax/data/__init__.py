@@ -7,6 +7,7 @@ pipelines.
   load(name, split, data_dir, **read_options)
                                 -> random-access source: len(), [i] -> dict,
                                    columns(keys) -> label-store arrays
+  is_prepared(name, data_dir)   -> whether a complete preparation is there
   statistics(name, data_dir)    -> {feature: {"mean": f32[C], "std": f32[C]}}
 
 NAME -> (module, builder class, builder config); modules import lazily, so

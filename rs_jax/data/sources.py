@@ -3,11 +3,13 @@
 A source has len() and [i] -> {feature: NumPy array}. Sources made by
 `rs_jax.data.load` also have `columns(keys)` -> {key: [N, ...] array}: the
 label-store features (labels, names, metadata) of every example, read from
-`labels-<split>.npz` without decoding an image. `columns(source, keys)`
-works on any source (decoding each example when it has no label store).
+`labels-<split>.npz` without decoding an image (datasets prepared before
+the label store existed are read example by example, with a warning).
+`columns(source, keys)` works on any source.
 """
 from typing import Callable, Sequence
 
+from absl import logging
 from etils import epath
 import numpy as np
 
@@ -68,6 +70,12 @@ class DecodedSource:
     return self._decode(self._source[index])
 
   def columns(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    if not all((self._data_path / f"labels-{split}.npz").exists()
+               for split, _, _ in self._parts):
+      logging.warning("%s: no label store (prepared by an older rs_jax); "
+                      "reading every example for %s", self._data_path, keys)
+      examples = [self[i] for i in range(len(self))]
+      return {k: np.stack([np.asarray(e[k]) for e in examples]) for k in keys}
     out = {k: [] for k in keys}
     for split, start, stop in self._parts:
       store = read_labels(self._data_path / f"labels-{split}.npz")

@@ -18,9 +18,13 @@ class ChannelMoments:
   def of(cls, x, repeat=1):
     """Moments of [H, W, C] pixels, each pixel counted `repeat` times (a
     band on a coarser grid counts as its nearest-neighbour upsampling)."""
-    x = np.asarray(x, np.float64).reshape(-1, np.shape(x)[-1])
-    mean = x.mean(0)
-    return cls(len(x) * repeat, mean, ((x - mean) ** 2).sum(0) * repeat)
+    x = np.asarray(x)
+    rows = np.ascontiguousarray(np.moveaxis(x, -1, 0), np.float64).reshape(
+        x.shape[-1], -1)  # [C, pixels]: contiguous per channel
+    mean = rows.mean(1)
+    dev = rows - mean[:, None]
+    return cls(rows.shape[1] * repeat, mean,
+               np.einsum("ij,ij->i", dev, dev) * repeat)
 
   @classmethod
   def concat(cls, parts):

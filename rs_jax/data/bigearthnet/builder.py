@@ -88,14 +88,13 @@ def image_moments(example):
   nearest-resampled 120 x 120 bands (each native pixel counted f^2 times)."""
   out = {}
   if "s2_10m" in example:
-    per_band = {}
-    for group, names in patches.S2_GROUPS.items():
-      x = example[group]
-      repeat = (_SIZE // x.shape[0]) ** 2
-      for c, name in enumerate(names):
-        per_band[name] = summary.ChannelMoments.of(x[..., c:c + 1], repeat)
-    out["s2"] = summary.ChannelMoments.concat(
-        [per_band[b] for b in patches.S2_BANDS])
+    groups = [(names, summary.ChannelMoments.of(
+        example[group], (_SIZE // example[group].shape[0]) ** 2))
+              for group, names in patches.S2_GROUPS.items()]
+    order = [n for names, _ in groups for n in names]
+    both = summary.ChannelMoments.concat([m for _, m in groups])
+    pick = [order.index(b) for b in patches.S2_BANDS]
+    out["s2"] = summary.ChannelMoments(both.n, both.mean[pick], both.m2[pick])
   if "s1" in example:
     out["s1"] = summary.ChannelMoments.of(example["s1"])
   return out
