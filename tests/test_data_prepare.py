@@ -88,7 +88,8 @@ data.prepare("bigearthnet/s2", sys.argv[1], sys.argv[2],
 """
 
 
-def test_killed_preparation_is_not_prepared_and_rerun_completes(tmp_path):
+def test_killed_preparation_is_not_prepared_and_rerun_completes(tmp_path,
+                                                                caplog):
   raw, out = str(tmp_path / "raw"), tmp_path / "out"
   written = fake.write_v1(raw, 20, seed=7, modalities=("s2",))
   child = subprocess.Popen([sys.executable, "-c", _SLOW_PREPARE, raw,
@@ -109,6 +110,7 @@ def test_killed_preparation_is_not_prepared_and_rerun_completes(tmp_path):
     data.load("bigearthnet/s2", "all", out)
 
   data.prepare("bigearthnet/s2", raw, out, splits=SPLITS)
+  assert partial[0].name in caplog.text  # named for deletion
   source = data.load("bigearthnet/s2", "all", out)
   assert sorted(_text(source[i]["patch_name"]) for i in range(len(source))) \
       == sorted(w["s2_name"] for w in written)

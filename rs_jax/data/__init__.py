@@ -74,6 +74,12 @@ def prepare(name: str, manual_dir, data_dir, *, workers: int = 1,
           f"{b.data_path}: already prepared with options {stored}, not "
           f"{base.jsonable(b.options)}; use another data_dir or delete it")
     return b
+  stale = sorted(b.data_path.parent.glob(f"incomplete.*_{b.data_path.name}"))
+  if stale:
+    from absl import logging  # pylint: disable=g-import-not-at-top
+    logging.warning("%s: left by interrupted preparations (never read; "
+                    "delete them): %s", b.data_path.parent,
+                    [p.name for p in stale])
   beam_options = None
   if beam is not None:
     from apache_beam.options import pipeline_options  # pylint: disable=g-import-not-at-top
