@@ -49,11 +49,13 @@ def main(argv):
     console.quiet()
   distributed.initialize()
   config, workdir = FLAGS.config, FLAGS.workdir
-  console.log_to(log_path(workdir))
+  log = log_path(workdir)
+  console.log_to(log)
   logging.info("process %d of %d, %d devices", jax.process_index(),
                jax.process_count(), jax.device_count())
   logging.info("task %s, workdir %s", config.task, workdir)
-  importlib.import_module(f"rs_jax.{config.task}").run(config, workdir)
+  with console.errors_in_one_line(log, verbose=FLAGS["verbosity"].present):
+    importlib.import_module(f"rs_jax.{config.task}").run(config, workdir)
 
 
 if __name__ == "__main__":

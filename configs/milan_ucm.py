@@ -5,8 +5,12 @@ python launch.py --config configs/milan_ucm.py --workdir workdirs/milan_ucm \\
 
 Every number is the paper's (Sec. II-III) unless noted:
 - Features: a frozen ImageNet network (the paper: Inception-v3 pool3,
-  2048-d; here EfficientNet-Lite0's pooled 1280-d features, the only ImageNet
-  weights available offline), computed once and cached (rs_jax/features.py).
+  2048-d; by default EfficientNet-Lite0's pooled 1280-d features, the only
+  ImageNet weights available offline), computed once and cached
+  (rs_jax/features.py). The paper's features: convert torchvision's
+  Inception-v3 weights (`python -m rs_jax.models.convert --arch
+  inception_v3 ...`), then --config.model.backbone=inception_v3
+  --config.model.weights=inception_v3.npz (299x299, ImageNet mean/std).
 - Hash network f: Dense 1024 -> LeakyReLU -> Dense 512 -> LeakyReLU -> Dense K
   -> sigmoid; codes b = (sign(v - 0.5) + 1) / 2 (eq. 5).
 - Loss (eq. 4): triplet (eq. 1, margin alpha = 0.2) + lambda1 = 0.001 push
@@ -60,7 +64,10 @@ def get_config(arg=None):
   config.model.weights = "imagenet"
   config.model.frozen = True
   config.model.feature_views = 1  # 8: also the flips/rotations of train images
-  config.model.crop_padding = 0  # whole image resized to 224
+  config.model.crop_padding = 0  # whole image resized to 224 (299)
+  # inception_v3 only: torchvision's input mapping; False for timm's gluon
+  # weights (rs_jax/models/inception.py).
+  config.model.transform_input = True
   config.model.bits = 32
   config.model.head_hidden = (1024, 512)
 

@@ -65,9 +65,10 @@ class Checkpoints:
     self.best.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state)), metrics=metrics)
 
-  def restore_latest(self, state):
-    """-> (state, data_state or None), or None without a checkpoint."""
-    step = self.latest.latest_step()
+  def restore_latest(self, state, step=None):
+    """-> (state, data_state or None) of `step` (default the latest), or
+    None without a checkpoint."""
+    step = self.latest.latest_step() if step is None else step
     if step is None:
       return None
     items = {"state": ocp.args.StandardRestore(abstract(state))}
@@ -77,9 +78,10 @@ class Checkpoints:
     restored = self.latest.restore(step, args=ocp.args.Composite(**items))
     return restored["state"], restored["data"] if has_data else None
 
-  def restore_best(self, state):
-    """The best state by the validation metric, or None if none was saved."""
-    step = self.best.best_step()
+  def restore_best(self, state, step=None):
+    """The state of `step` (default the best by the validation metric), or
+    None if none was saved."""
+    step = self.best.best_step() if step is None else step
     if step is None:
       return None
     return self.best.restore(step, args=ocp.args.Composite(

@@ -7,6 +7,7 @@ calls `quiet()` unless absl's --verbosity was given. `show(text)` prints a
 line for the person and also records it in the log.
 """
 import contextlib
+import errno
 import io
 import logging
 import os
@@ -69,6 +70,40 @@ def to_log(what: str):
   show(f"{what}: done in {_duration(time.perf_counter() - start)}")
 
 
+@contextlib.contextmanager
+def errors_in_one_line(log_path, *, verbose: bool = False):
+  """Turns an exception of the block into one line on stderr and exit 1.
+
+  The traceback goes to the log (`log_path`); with `verbose` the exception
+  propagates as it is. A full disk is named as such, whatever library
+  met it.
+  """
+  try:
+    yield
+  except Exception as e:  # pylint: disable=broad-except
+    if verbose:
+      raise
+    logging.getLogger("rs_jax").info("error", exc_info=True)
+    message = str(e) or type(e).__name__
+    if _no_space(e):
+      message = f"no space left on the device ({message})"
+    print(f"error: {message}\n(traceback in {log_path})", file=sys.stderr,
+          flush=True)
+    logging.shutdown()
+    os._exit(1)  # pylint: disable=protected-access; no atexit noise
+
+
+def _no_space(e: BaseException) -> bool:
+  """Whether e, or an exception it came from, is ENOSPC."""
+  while e is not None:
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+      return True
+    if "No space left on device" in str(e):
+      return True
+    e = e.__cause__ or e.__context__
+  return False
+
+
 def show(text: str) -> None:
   """Prints `text` for the person at the console and logs it."""
   print(text, flush=True, file=sys.stdout)
@@ -108,7 +143,9 @@ class Progress:
     show(" | ".join(parts))
 
 
-def metrics_line(prefix: str, metrics: dict, keys) -> str:
-  """Returns 'PREFIX map@20 0.8123 | ...' for the keys that metrics has."""
-  shown = [f"{k} {metrics[k]:.4f}" for k in keys if k in metrics]
+def metrics_line(prefix: str, metrics: dict, keys, strip: str = "") -> str:
+  """Returns 'PREFIX map@20 0.8123 | ...' for the keys that metrics has,
+  each shown without the leading `strip`."""
+  shown = [f"{k.removeprefix(strip)} {metrics[k]:.4f}" for k in keys
+           if k in metrics]
   return f"{prefix} " + " | ".join(shown)

@@ -14,7 +14,9 @@ for `cached_sources`: {modality: float32[D] backbone features, label_key,
                           training rows (eval splits keep the identity view)
 
 Inputs: uint8 RGB goes through the backbone's ImageNet preprocessing
-(EfficientNet-Lite0: resize to 224, (x - 127) / 128); other arrays are
+(EfficientNet-Lite0: resize to 224, (x - 127) / 128; Inception-v3: resize to
+299, ImageNet mean/std, then the module's `transform_input`; both resize the
+centred square, `config.model.crop_padding` crops more); other arrays are
 normalised with the dataset's per-band statistics. Cache files:
 DATA_DIR/features/<backbone>-<split>-<hash of all of the above>.npz,
 written atomically.
@@ -44,7 +46,8 @@ def backbone_variables(model_config, input_shape):
   if not source or source == "imagenet":
     raise ValueError(
         f"model.frozen needs pretrained weights for backbone {name!r}: set "
-        f"model.weights to an .npz file (ImageNet weights ship only for "
+        f"model.weights to an .npz file, e.g. from `python -m "
+        f"rs_jax.models.convert` (ImageNet weights ship only for "
         f"efficientnet_lite0)")
   module = encoder_lib.create_backbone(model_config)
   template = jax.eval_shape(module.init, jax.random.key(0),
@@ -54,10 +57,13 @@ def backbone_variables(model_config, input_shape):
 
 def _preprocess(model_config, images, stats):
   images = np.asarray(images)
+  crop_padding = model_config.get("crop_padding", 0)
   if images.dtype == np.uint8 and model_config.backbone == "efficientnet_lite0":
     from rs_jax.models import efficientnet_lite  # pylint: disable=g-import-not-at-top
-    return efficientnet_lite.preprocess(
-        images, crop_padding=model_config.get("crop_padding", 0))
+    return efficientnet_lite.preprocess(images, crop_padding=crop_padding)
+  if images.dtype == np.uint8 and model_config.backbone == "inception_v3":
+    from rs_jax.models import inception  # pylint: disable=g-import-not-at-top
+    return inception.preprocess(images, crop_padding=crop_padding)
   return np.asarray(encoder_lib.standardize(images, stats))
 
 
@@ -73,6 +79,8 @@ def cache_key(config, split, modality, num_views) -> str:
               if "options" in config.data else {}, split=split,
               modality=modality, backbone=m.backbone, weights=weights,
               crop_padding=m.get("crop_padding", 0), views=num_views)
+  if m.backbone == "inception_v3":
+    spec["transform_input"] = m.get("transform_input", True)
   read = config.data.get("read_options")
   if read:  # only when set, so caches made without it stay valid
     spec["read_options"] = read.to_dict() if hasattr(read, "to_dict") else read

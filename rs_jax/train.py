@@ -123,8 +123,21 @@ def _float_twin(name: str) -> str:
   return f"{head}/float/{metric}" if head else f"float/{metric}"
 
 
-def check_config(config) -> None:
-  """Errors a run would otherwise meet only after training."""
+def check_config(config, num_devices: int) -> None:
+  """Raises ValueError naming the field for settings a run would otherwise
+  meet only after loading and compiling, or after training."""
+  for field in ("model.bits", "train.batch_size", "train.steps",
+                "eval.batch_size", "train.log_every", "eval.every",
+                "train.checkpoint_every"):
+    value = config[field.split(".")[0]][field.split(".")[1]]
+    if not isinstance(value, int) or value < 1:
+      raise ValueError(f"{field} = {value!r}: must be a positive integer")
+  for field in ("train.batch_size", "eval.batch_size"):
+    value = config[field.split(".")[0]][field.split(".")[1]]
+    if value % num_devices:
+      raise ValueError(
+          f"{field} = {value} is not a multiple of the {num_devices} "
+          f"devices the batch is split over")
   names = evaluate.metric_names(config.data.inputs, config.eval.ks)
   if config.eval.select not in names:
     raise ValueError(f"eval.select = {config.eval.select!r} is not a metric "
@@ -172,7 +185,7 @@ def train_and_evaluate(config, workdir: str, *, devices=None) -> dict:
   logging window, ...}, also written to WORKDIR/metrics.json. The workdir is
   claimed first (`workdir.claim`: lock, config check on resume).
   """
-  check_config(config)
+  check_config(config, len(devices) if devices else jax.device_count())
   with workdir_lib.claim(config, workdir,
                          checks=[_steps_not_below_checkpoint(config)]) as wd:
     return _train_and_evaluate(config, wd, devices)
@@ -272,7 +285,7 @@ def _train_and_evaluate(config, workdir, devices) -> dict:
   if is_main:
     console.show(console.metrics_line(
         "test (best validation state):", results,
-        [f"test/{k}" for k in headline]))
+        [f"test/{k}" for k in headline], strip="test/"))
     paths.write_text(workdir / "metrics.json",
                      json.dumps(results, indent=2, sort_keys=True))
     evaluator.save_sheet(workdir / "retrieval.png")

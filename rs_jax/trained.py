@@ -10,12 +10,15 @@ same for the S1 and S2 encoders of one run and differs between runs.
 """
 import dataclasses
 import hashlib
+import itertools
 import json
+import time
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 
 from rs_jax import checkpoints
 from rs_jax import evaluate
@@ -32,8 +35,8 @@ def checkpoint_checksum(directory) -> str:
   `directory`, in sorted order."""
   digest = hashlib.sha256()
   directory = paths.resolve(directory)
-  files = sorted(p.relative_to(directory).as_posix()
-                 for p in directory.rglob("*") if p.is_file())
+  files = sorted((root / name).relative_to(directory).as_posix()
+                 for root, _, names in directory.walk() for name in names)
   if not files:
     raise FileNotFoundError(f"{directory}: empty checkpoint directory")
   for rel in files:
@@ -128,27 +131,64 @@ def load_trained(workdir, *, devices=None) -> Trained:
   """
   workdir = str(paths.resolve(workdir))
   config = load_config(workdir)
+  if config.get("task") != "train":
+    raise ValueError(f"{workdir}: a {config.get('task')!r} workdir, not a "
+                     "training run (task 'train'); give the workdir of the "
+                     "run that trained the encoders")
   data = input_pipeline.load(config, workdir)
   shapes = data.input_shapes
   models = train.create_models(config, shapes)
   mesh = sharding.create_mesh(devices)
   target = _abstract_state(config, models, shapes,
                            sharding.replicated(mesh))
+  for attempt in itertools.count(1):
+    step, directory, state = None, None, None
+    try:
+      step, directory, state = _restore(workdir, config, target)
+      checksum = checkpoint_checksum(directory)
+      break
+    except Exception:  # pylint: disable=broad-except
+      # A running trainer may have replaced the step while it was read;
+      # a damaged checkpoint fails every time.
+      if attempt == _ATTEMPTS or step is None:
+        raise
+      logging.info("%s: reading step %s failed (replaced by the trainer?); "
+                   "again", workdir, step, exc_info=True)
+      time.sleep(0.5 * attempt)
+  return Trained(workdir=workdir, config=config, models=models, state=state,
+                 stats=data.stats, input_shapes=shapes,
+                 checkpoint=str(directory), step=int(step), checksum=checksum)
+
+
+_ATTEMPTS = 5
+
+
+def _newest(workdir, config):
+  """(step, directory) of the checkpoint a reader takes: the best state,
+  else the latest; (None, None) without one."""
   ckpt = checkpoints.Checkpoints(workdir, best_metric=config.eval.select,
                                  read_only=True)
   try:
-    step = ckpt.best.best_step()
-    if step is not None:
-      manager, state = ckpt.best, ckpt.restore_best(target)
-    else:
-      manager, step = ckpt.latest, ckpt.latest.latest_step()
-      if step is None:
-        raise FileNotFoundError(f"{workdir}: no checkpoint under "
-                                f"{paths.resolve(workdir) / 'checkpoints'}")
-      state = ckpt.restore_latest(target)[0]
+    for manager, step in ((ckpt.best, ckpt.best.best_step()),
+                          (ckpt.latest, ckpt.latest.latest_step())):
+      if step is not None:
+        return step, paths.resolve(manager.directory) / str(step)
+    return None, None
   finally:
     ckpt.close()
-  directory = str(paths.resolve(manager.directory) / str(step))
-  return Trained(workdir=workdir, config=config, models=models, state=state,
-                 stats=data.stats, input_shapes=shapes, checkpoint=directory,
-                 step=int(step), checksum=checkpoint_checksum(directory))
+
+
+def _restore(workdir, config, target):
+  """(step, directory, state) of the checkpoint `_newest` names."""
+  step, directory = _newest(workdir, config)
+  if step is None:
+    raise FileNotFoundError(f"{workdir}: no checkpoint under "
+                            f"{paths.resolve(workdir) / 'checkpoints'}")
+  ckpt = checkpoints.Checkpoints(workdir, best_metric=config.eval.select,
+                                 read_only=True)
+  try:
+    if directory.parent.name == "best":
+      return step, directory, ckpt.restore_best(target, step=step)
+    return step, directory, ckpt.restore_latest(target, step=step)[0]
+  finally:
+    ckpt.close()

@@ -7,12 +7,8 @@ tools/make_efficientnet_reference.py): same top-5, max |difference| 4.1e-6
 measured (tolerance 1e-4). One compile covers logits and features at 224;
 the 12-band model compiles once more (eval and train).
 """
-import collections
 import hashlib
-import io
 import pathlib
-import pickle
-import zipfile
 
 import jax
 import numpy as np
@@ -22,6 +18,7 @@ import skimage.data
 
 from rs_jax.models import efficientnet_lite as enl
 from rs_jax.models import weights
+from tests import test_torch_checkpoints
 
 FIXTURE = (pathlib.Path(__file__).parent / "fixtures" /
            "efficientnet_lite0_chelsea.npz")
@@ -144,7 +141,8 @@ def test_load_imagenet_errors(monkeypatch):
 
 def test_cli_npz_round_trip(tmp_path, imagenet):
   out = tmp_path / "lite0.npz"
-  enl.main(["--out", str(out)])
+  test_torch_checkpoints.run_convert("--arch=efficientnet_lite0",
+                                     "--classifier", f"--out={out}")
   loaded = enl.load_imagenet(1000, path=out)
   jax.tree.map(np.testing.assert_array_equal, loaded, imagenet)
   with pytest.raises(ValueError, match="unexpected keys"):
@@ -156,114 +154,3 @@ def test_preprocess_rejects_bad_input():
     enl.preprocess(np.zeros((8, 8, 3), np.float32))
   with pytest.raises(ValueError, match="RGB"):
     enl.preprocess(np.zeros((8, 8, 12), np.uint8))
-
-
-# ------------------------------------ synthetic torch.save files, no torch --
-
-
-def _rebuild_tensor_v2(*args):  # written as torch._utils._rebuild_tensor_v2
-  raise AssertionError("only a name for the pickle")
-
-
-class FloatStorage:  # written as torch.FloatStorage
-  pass
-
-
-class LongStorage:  # written as torch.LongStorage
-  pass
-
-
-class _Storage:
-
-  def __init__(self, key, cls, data):
-    self.key, self.cls, self.data = key, cls, data
-
-
-class _TensorRef:
-  """Pickles like a torch tensor: a view (offset, size, stride) of storage."""
-
-  def __init__(self, storage, offset, size, stride):
-    self.args = (storage, offset, size, stride, False,
-                 collections.OrderedDict())
-
-  def __reduce__(self):
-    return _rebuild_tensor_v2, self.args
-
-
-def _torch_pickle(obj) -> bytes:
-  """Protocol-2 pickle as torch writes it, with torch's global names."""
-
-  class Pickler(pickle.Pickler):
-
-    def persistent_id(self, x):
-      if isinstance(x, _Storage):
-        return ("storage", x.cls, x.key, "cpu", x.data.size)
-      return None
-
-  buf = io.BytesIO()
-  Pickler(buf, protocol=2).dump(obj)
-  here = _rebuild_tensor_v2.__module__.encode()
-  data = buf.getvalue()
-  for old, new in [(b"_rebuild_tensor_v2", b"torch._utils"),
-                   (b"FloatStorage", b"torch"), (b"LongStorage", b"torch")]:
-    data = data.replace(b"c" + here + b"\n" + old + b"\n",
-                        b"c" + new + b"\n" + old + b"\n")
-  assert here not in data
-  return data
-
-
-def _synthetic_state_dict():
-  """Storages, a state dict of views, and the arrays the views must give."""
-  a = _Storage("0", FloatStorage, np.arange(20, dtype=np.float32))
-  b = _Storage("1", LongStorage, np.array([7, -3], np.int64))
-  state = collections.OrderedDict([
-      ("conv.weight", _TensorRef(a, 2, (2, 3), (1, 2))),  # transposed view
-      ("bn.bias", _TensorRef(a, 10, (4,), (1,))),  # same storage, offset
-      ("bn.num_batches_tracked", _TensorRef(b, 1, (), ())),
-  ])
-  want = {"conv.weight": np.arange(2, 8, dtype=np.float32).reshape(3, 2).T,
-          "bn.bias": np.arange(10, 14, dtype=np.float32),
-          "bn.num_batches_tracked": np.array(-3, np.int64)}
-  return (a, b), state, want
-
-
-def _check(got, want):
-  assert list(got) == list(want)
-  for k, v in want.items():
-    assert got[k].dtype == v.dtype and got[k].flags["C_CONTIGUOUS"]
-    np.testing.assert_array_equal(got[k], v)
-
-
-def test_reads_legacy_torch_format(tmp_path):
-  storages, state, want = _synthetic_state_dict()
-  path = tmp_path / "legacy.pth"
-  with open(path, "wb") as f:
-    pickle.dump(0x1950a86a20f9469cfc6c, f, protocol=2)
-    pickle.dump(1001, f, protocol=2)
-    pickle.dump({"protocol_version": 1001, "little_endian": True}, f,
-                protocol=2)
-    f.write(_torch_pickle(state))
-    pickle.dump([s.key for s in storages], f, protocol=2)
-    for s in storages:
-      f.write(np.int64(s.data.size).tobytes() + s.data.tobytes())
-  _check(enl.read_torch_pickle(path), want)
-
-
-def test_reads_zip_torch_format_and_rejects_other_files(tmp_path):
-  storages, state, want = _synthetic_state_dict()
-  path = tmp_path / "zip.pth"
-  with zipfile.ZipFile(path, "w") as zf:
-    zf.writestr("archive/data.pkl", _torch_pickle(state))
-    for s in storages:
-      zf.writestr(f"archive/data/{s.key}", s.data.tobytes())
-  _check(enl.read_torch_pickle(path), want)
-
-  path = tmp_path / "evil.pth"
-  with zipfile.ZipFile(path, "w") as zf:
-    zf.writestr("archive/data.pkl", pickle.dumps(print, protocol=2))
-  with pytest.raises(pickle.UnpicklingError, match="print"):
-    enl.read_torch_pickle(path)
-  path = tmp_path / "notes.txt"
-  path.write_text("# not a pickle")
-  with pytest.raises(ValueError, match="notes.txt: not a torch.save file"):
-    enl.read_torch_pickle(path)

@@ -12,6 +12,7 @@ from clu import periodic_actions
 
 from configs import demo
 from rs_jax import train
+from rs_jax import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPTIONS = dict(num_examples=160, size=16, num_labels=4, seed=0,
@@ -107,6 +108,23 @@ def test_kill_and_resume_equals_uninterrupted(data_dir, tmp_path,
   straight.pop("train/steps_per_sec")
   assert resumed == straight
 
+  # The finished run, tested again, keeps its training numbers.
+  again = train.train_and_evaluate(config, workdir)
+  assert again["train/loss"] == resumed["train/loss"]
+  assert again["train/steps_per_sec"] > 0
+  saved = open(os.path.join(workdir, "config.json")).read()
+  fewer = tiny_config(data_dir, **{
+      "train.steps": 2, "train.checkpoint_every": 2, "eval.every": 2})
+  with pytest.raises(workdir_lib.WorkdirError,
+                     match="train.steps=2: .* checkpoint of step 4"):
+    train.train_and_evaluate(fewer, workdir)
+  other = tiny_config(data_dir, **{
+      "train.steps": 4, "train.checkpoint_every": 2, "eval.every": 2,
+      "model.bits": 24})
+  with pytest.raises(workdir_lib.WorkdirError, match="model.bits: 16 -> 24"):
+    train.train_and_evaluate(other, workdir)
+  assert open(os.path.join(workdir, "config.json")).read() == saved
+
 
 def run_launch(workdir, *overrides):
   return subprocess.run(
@@ -144,8 +162,23 @@ def test_launch_writes_metrics_events_and_sheet(tmp_path):
 def test_config_errors_before_training(data_dir, tmp_path):
   two = tiny_config(data_dir, **{"data.inputs": ("s1", "s2")})
   with pytest.raises(ValueError, match="eval.select"):
-    train.check_config(two)  # metrics are "s1->s2/map@10" etc.
+    train.check_config(two, 8)  # metrics are "s1->s2/map@10" etc.
   two.eval.select = "s1->s2/map@10"
   with pytest.raises(ValueError, match="cross_modal_triplet"):
-    train.check_config(two)
-  train.check_config(tiny_config(data_dir))
+    train.check_config(two, 8)
+  train.check_config(tiny_config(data_dir), 8)
+  for field, value, message in [
+      ("model.bits", 0, "model.bits = 0: must be a positive integer"),
+      ("model.bits", -3, "model.bits = -3: must be a positive integer"),
+      ("train.batch_size", 0, "train.batch_size = 0: must be a positive"),
+      ("train.batch_size", 12, "train.batch_size = 12 is not a multiple of "
+                               "the 8 devices"),
+      ("eval.batch_size", 20, "eval.batch_size = 20 is not a multiple of "
+                              "the 8 devices")]:
+    with pytest.raises(ValueError, match=message):
+      train.check_config(tiny_config(data_dir, **{field: value}), 8)
+  # Refused before the workdir is touched.
+  with pytest.raises(ValueError, match="train.batch_size = 12"):
+    train.train_and_evaluate(tiny_config(data_dir, **{"train.batch_size": 12}),
+                             str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()

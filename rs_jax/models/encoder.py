@@ -2,7 +2,11 @@
 
 `create_encoder(model_config)` reads:
   backbone: a name in `rs_jax.models.BACKBONES` (resnet18/34/50), or
-    "efficientnet_lite0", or "none": the inputs already are features.
+    "efficientnet_lite0", "inception_v3", or "none": the inputs already are
+    features.
+  transform_input: Inception-v3 only (default True, torchvision's pretrained
+    setting): map ImageNet-normalised RGB to (x / 255 - 0.5) / 0.5 first;
+    False for other band counts or timm's gluon weights.
   frozen: train the hash head on cached features of the pretrained backbone
     (`rs_jax/features.py`; MiLaN's setting).
   bits: K, the code length.
@@ -52,8 +56,13 @@ def create_backbone(model_config):
     # No dropout / drop-connect: the train step carries no dropout rng.
     return efficientnet_lite.EfficientNetLite0(dropout_rate=0.0,
                                                drop_connect_rate=0.0)
-  raise ValueError(f"unknown backbone {name!r}; available: "
-                   f"{sorted(BACKBONES) + ['efficientnet_lite0', 'none']}")
+  if name == "inception_v3":
+    from rs_jax.models import inception  # pylint: disable=g-import-not-at-top
+    return inception.InceptionV3(
+        transform_input=model_config.get("transform_input", True),
+        dtype=jnp.dtype(model_config.get("dtype", "float32")))
+  names = sorted(BACKBONES) + ["efficientnet_lite0", "inception_v3", "none"]
+  raise ValueError(f"unknown backbone {name!r}; available: {names}")
 
 
 def create_encoder(model_config, *, frozen: bool = False) -> HashEncoder:

@@ -24,9 +24,14 @@ pretrained 3-channel stem is adapted to other band counts with
 `adapt_first_conv` before saving. `load_npz` checks the file against a
 template (real variables or `jax.eval_shape(model.init, ...)`): the same keys
 and shapes, else a ValueError naming the file and the keys.
+
+`from_state_dict` applies these layout rules to any torch state dict, given
+the architecture's rule for module names (`rs_jax.models.torch_checkpoints`
+has them for ResNet and Inception-v3, `efficientnet_lite` for its port);
+`check_variables` compares the result with the Flax module's template.
 """
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from flax import traverse_util
@@ -94,3 +99,73 @@ def adapt_first_conv(kernel, in_channels: int) -> np.ndarray:
     return kernel.copy()
   mean = kernel.mean(axis=2, keepdims=True) * (c / in_channels)
   return np.repeat(mean, in_channels, axis=2)
+
+
+# torch BatchNorm entries -> (Flax collection, leaf).
+_BN_LEAVES = {"weight": ("params", "scale"), "bias": ("params", "bias"),
+              "running_mean": ("batch_stats", "mean"),
+              "running_var": ("batch_stats", "var")}
+
+
+def from_state_dict(
+    state_dict: Mapping[str, Any], *,
+    module_path: Callable[[Sequence[str]], Sequence[str]],
+) -> tuple[dict[str, Any], dict[str, str]]:
+  """torch state dict -> (Flax variables, {"/"-joined Flax key: torch name}).
+
+  module_path maps a torch module path ("layer1.0.bn1".split(".")) to Flax
+  module names. A module with a `running_mean` entry is a BatchNorm
+  (weight/bias -> params scale/bias, running_mean/var -> batch_stats
+  mean/var, num_batches_tracked dropped); otherwise 4-d `weight` is a conv
+  kernel (OIHW -> HWIO), 2-d `weight` a Dense kernel ([out, in] -> [in,
+  out]), `bias` a bias. Values become float32; anything else is a ValueError
+  naming the entry.
+  """
+  flat, names = {}, {}
+  for name, value in state_dict.items():
+    prefix, _, leaf = name.rpartition(".")
+    value = np.asarray(value)
+    if f"{prefix}.running_mean" in state_dict:  # a BatchNorm
+      if leaf == "num_batches_tracked":
+        continue
+      if leaf not in _BN_LEAVES:
+        raise ValueError(f"unexpected BatchNorm entry {name!r}")
+      collection, leaf = _BN_LEAVES[leaf]
+    elif leaf == "weight" and value.ndim == 4:
+      collection, leaf, value = "params", "kernel", value.transpose(2, 3, 1, 0)
+    elif leaf == "weight" and value.ndim == 2:
+      collection, leaf, value = "params", "kernel", value.T
+    elif leaf == "bias" and value.ndim == 1:
+      collection = "params"
+    else:
+      raise ValueError(f"unexpected state-dict entry {name!r} with shape "
+                       f"{value.shape}")
+    key = "/".join((collection, *module_path(prefix.split(".")), leaf))
+    if key in flat:
+      raise ValueError(f"state-dict entries {names[key]!r} and {name!r} both "
+                       f"map to {key}")
+    flat[key] = np.ascontiguousarray(value, np.float32)
+    names[key] = name
+  return traverse_util.unflatten_dict(flat, sep="/"), names
+
+
+def check_variables(variables: Mapping[str, Any],
+                    template: Mapping[str, Any], *, source: str,
+                    names: Mapping[str, str] | None = None) -> None:
+  """Raise one short ValueError naming the first parameter of `variables`
+  (by its torch name where `names` has it) whose key or shape does not match
+  `template`, and how many more do not."""
+  got, want, names = _flatten(variables), _flatten(template), names or {}
+  problems = []
+  for key in sorted(got.keys() | want.keys()):
+    label = f"{names[key]!r} ({key})" if key in names else key
+    if key not in want:
+      problems.append(f"parameter {label} is not in the model")
+    elif key not in got:
+      problems.append(f"the model's {key} has no parameter in the file")
+    elif tuple(got[key].shape) != tuple(want[key].shape):
+      problems.append(f"parameter {label} has shape {tuple(got[key].shape)},"
+                      f" the model expects {tuple(want[key].shape)}")
+  if problems:
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    raise ValueError(f"{source}: {problems[0]}{more}")
