@@ -24,9 +24,20 @@ validation mAP@20 (validation queries against the validation archive, the
 query itself left out within a modality); all four directions S1->S1,
 S1->S2, S2->S1, S2->S2 are scored ("s1->s2/map@20" ...).
 
-arg "synthetic": the generated two-modality archive (rs_jax/data/
-synthetic.py; 32x32 px, 8 labels) instead of BigEarthNet, with the small-input
-ResNet stem.
+arg: comma-separated words (python launch.py --config FILE:labels_43,...):
+  synthetic  the generated two-modality archive (rs_jax/data/synthetic.py;
+             32x32 px, 8 labels) instead of BigEarthNet, with the
+             small-input ResNet stem;
+  labels_43  the thesis' label set: the 43 CORINE classes of BigEarthNet v1
+             (default: BigEarthNet-19);
+  reben      BigEarthNet v2 (reBEN: official splits, 19 classes) instead of
+             v1.
+The thesis' Serbia subset: with v1, --config.data.options.include_csvs=
+serbia_patches.csv (a list of the Serbia S2 or S1 patch names); with reben,
+--config.data.options.countries=Serbia. S2 bands are read at 120 x 120 with
+data.read_options.resampling (nearest, bilinear, bicubic).
+python -m rs_jax.data.prepare --config configs/s1s2_mse.py ... prepares
+exactly this data section beforehand (else the first run prepares it).
 """
 import ml_collections
 
@@ -35,9 +46,13 @@ _STEPS_PER_EPOCH = 180
 
 
 def get_config(arg=None):
-  if arg not in (None, "", "synthetic"):
-    raise ValueError(f"config arg must be empty or 'synthetic', got {arg!r}")
-  synthetic = arg == "synthetic"
+  words = {w.strip() for w in (arg or "").split(",") if w.strip()}
+  unknown = words - {"synthetic", "labels_43", "reben"}
+  if unknown or {"labels_43", "reben"} <= words:
+    raise ValueError(f"config arg {arg!r}: expected comma-separated words "
+                     "from synthetic, labels_43, reben (reBEN has no 43-class "
+                     "labels)")
+  synthetic = "synthetic" in words
   config = ml_collections.ConfigDict()
   config.task = "train"
   config.seed = 0
@@ -53,12 +68,26 @@ def get_config(arg=None):
     config.data.label_key = "labels"
     config.data.options = ml_collections.ConfigDict(dict(
         num_examples=3000, size=32, num_labels=8, seed=0, splits=splits))
+  elif "reben" in words:
+    config.data.name = "bigearthnet_v2/mm"
+    config.data.manual_dir = ""  # metadata.parquet + the LMDB or folders
+    config.data.label_key = "labels_19"
+    config.data.read_options = ml_collections.ConfigDict(dict(
+        resampling="nearest"))
+    config.data.options = ml_collections.ConfigDict(dict(
+        seed=0, countries="", include_snow_cloud=False))
   else:
     config.data.name = "bigearthnet/mm"
     config.data.manual_dir = ""  # the folder holding the S1 and S2 roots
-    config.data.label_key = "labels_19"
+    config.data.label_key = ("labels_43" if "labels_43" in words
+                             else "labels_19")
+    config.data.read_options = ml_collections.ConfigDict(dict(
+        resampling="nearest"))
+    # split_csvs: "train=a.csv,validation=b.csv,test=c.csv" (official
+    # lists) replaces the ratios; the *_csvs take "a.csv,b.csv".
     config.data.options = ml_collections.ConfigDict(dict(
-        seed=0, splits=splits, split_csvs={}, exclude_csvs=""))
+        seed=0, splits=splits, split_csvs="", include_csvs="",
+        exclude_csvs=""))
 
   config.model = ml_collections.ConfigDict()
   config.model.backbone = "resnet50"

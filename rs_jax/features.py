@@ -32,6 +32,7 @@ from absl import logging
 from rs_jax import paths
 from rs_jax.data import augment
 from rs_jax.data import pipeline
+from rs_jax.data import sources as sources_lib
 from rs_jax.models import encoder as encoder_lib
 from rs_jax.models import weights as weights_lib
 
@@ -80,6 +81,9 @@ def cache_key(config, split, modality, num_views) -> str:
               crop_padding=m.get("crop_padding", 0), views=num_views)
   if m.backbone == "inception_v3":
     spec["transform_input"] = m.get("transform_input", True)
+  read = config.data.get("read_options")
+  if read:  # only when set, so caches made without it stay valid
+    spec["read_options"] = read.to_dict() if hasattr(read, "to_dict") else read
   blob = json.dumps(spec, sort_keys=True, default=str).encode()
   return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -129,8 +133,7 @@ def cached_sources(config, sources, stats):
         with paths.atomic_write(path) as f:
           np.savez(f, features=features)
       arrays[m] = np.load(path)["features"]
-    labels = np.stack([np.asarray(source[i][label_key])
-                       for i in range(len(source))])
+    labels = sources_lib.columns(source, [label_key])[label_key]
     arrays[label_key] = np.concatenate([labels] * num_views)
     arrays["index"] = np.tile(np.arange(len(source)), num_views)
     out[split] = pipeline.ArraySource(arrays)

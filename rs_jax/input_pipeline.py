@@ -6,7 +6,9 @@ Fields read (every config shares them):
   dataset missing from data_dir is prepared on first use.
   data.inputs: feature keys fed to one encoder each, e.g. ("s2",).
   data.label_key: 'label' (class ids) or a multi-hot key ('labels',
-  'labels_19').
+  'labels_19', 'labels_43').
+  data.read_options (optional): how examples are read, e.g.
+  {"resampling": "bilinear"} for BigEarthNet (default nearest).
   data.train_split; eval.{query,database,val_query,val_database}_split.
   train.batch_size (global), train.sampler (+ train.sampler_options),
   train.augment; eval.batch_size (global).
@@ -25,6 +27,12 @@ from rs_jax import paths
 from rs_jax import sharding as sharding_lib
 
 
+def read_options(data_config) -> dict[str, Any]:
+  """data.read_options (e.g. BigEarthNet's resampling) as a dict."""
+  options = data_config.get("read_options") or {}
+  return options.to_dict() if hasattr(options, "to_dict") else dict(options)
+
+
 def prepare_once(data_config) -> None:
   """Prepares the dataset in data_dir when it is missing.
 
@@ -36,8 +44,7 @@ def prepare_once(data_config) -> None:
                                                        data_config.data_dir):
     with console.to_log(f"preparing {data_config.name} in "
                         f"{data_config.data_dir}"):
-      data.prepare(data_config.name, data_config.get("manual_dir"),
-                   data_config.data_dir, **data_config.options.to_dict())
+      data.prepare_config(data_config)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("rs_jax: dataset prepared")
     if not data.is_prepared(data_config.name, data_config.data_dir):
@@ -139,7 +146,8 @@ def load(config, workdir) -> Data:
   with config.unlocked():
     config.data = resolve_dirs(config.data, workdir)
   prepare_once(config.data)
-  sources = {s: data.load(config.data.name, s, config.data.data_dir)
+  sources = {s: data.load(config.data.name, s, config.data.data_dir,
+                          **read_options(config.data))
              for s in split_names(config)}
   all_stats = data.statistics(config.data.name, config.data.data_dir)
   stats = {m: {k: jnp.asarray(v, jnp.float32) for k, v in all_stats[m].items()}

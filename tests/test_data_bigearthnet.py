@@ -1,6 +1,10 @@
 """Tests for the BigEarthNet v1 builder (rs_bigearthnet: s2, s1, mm): values
-read back equal the GeoTIFFs written (band order included), labels equal the
-JSON files, 43 -> 19 mapping, splits, bad input, the real sample."""
+read back equal the GeoTIFFs written (band order included; with nearest
+resampling bit for bit the tensors preparation stored before native-size
+storage), native uint16 storage no bigger than the GeoTIFF payload,
+bilinear / bicubic resampling against PIL, the label store, labels equal the
+JSON files, 43 -> 19 mapping, splits and patch lists, bad input, the real
+sample."""
 import json
 import os
 import shutil
@@ -8,13 +12,17 @@ import subprocess
 import sys
 
 import numpy as np
+import PIL.Image
 import pytest
 import tifffile
 
 import rs_jax.data as data
 from rs_jax.data.bigearthnet import fake
 from rs_jax.data.bigearthnet import labels as labels_lib
+from rs_jax.data import pipeline
+from rs_jax.data import sources
 from rs_jax.data.bigearthnet import patches
+from rs_jax.data.bigearthnet import resample
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
                       "bigearthnet-mm-sample")
@@ -23,9 +31,15 @@ S2_ORDER = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A",
 
 
 def _to_120(band):
-  """Reference resampling: Kronecker product with a block of ones."""
+  """Reference resampling: Kronecker product with a block of ones (what
+  preparation stored as float32 before S2 bands were kept native)."""
   f = 120 // band.shape[0]
   return np.kron(band.astype(np.float32), np.ones((f, f), np.float32))
+
+
+def _assert_bits(got, want):
+  assert got.dtype == want.dtype == np.float32 and got.shape == want.shape
+  assert got.tobytes() == want.tobytes()
 
 
 def _text(value):
@@ -97,10 +111,8 @@ def test_s2_values_labels_metadata(archive):
   got = _by_name(source)
   for w in written:
     ex = got[w["s2_name"]]
-    assert ex["s2"].shape == (120, 120, 12) and ex["s2"].dtype == np.float32
-    for c, band in enumerate(S2_ORDER):
-      np.testing.assert_array_equal(ex["s2"][..., c],
-                                    _to_120(w["s2_bands"][band]))
+    _assert_bits(ex["s2"], np.stack([_to_120(w["s2_bands"][b])
+                                     for b in S2_ORDER], -1))
     want43 = np.isin(labels_lib.LABELS_43, w["labels"]).astype(np.uint8)
     np.testing.assert_array_equal(ex["labels_43"], want43)
     np.testing.assert_array_equal(ex["labels_19"], labels_lib.to_19(want43))
@@ -143,6 +155,79 @@ def test_counts_and_statistics(archive):
     np.testing.assert_allclose(stats[key]["std"], x.std((0, 1, 2)), rtol=1e-4)
 
 
+def test_native_storage_no_bigger_than_geotiff_payload(archive):
+  _, out, written = archive
+  b = data.builder("bigearthnet/s2", out)
+  stored = b.as_data_source("train")[0]  # as on disk, before decoding
+  for group, names in patches.S2_GROUPS.items():
+    n = patches.NATIVE_SIZE[names[0]]
+    assert stored[group].dtype == np.uint16
+    assert stored[group].shape == (n, n, len(names))
+  assert "s2" not in stored
+  payload = sum(a.nbytes for a in written[0]["s2_bands"].values())
+  assert payload == 160_000
+  on_disk = sum(os.path.getsize(f) for f in b.data_path.glob("*.array_record*"))
+  # zstd-compressed records; the file is padded to a 64 KiB Riegeli block.
+  assert on_disk <= payload * len(written) + 65536
+
+
+def test_resample_matches_pil():
+  rng = np.random.default_rng(0)
+  for size in (20, 60):
+    band = rng.uniform(0, 10000, (size, size)).astype(np.float32)
+    for method, pil in (("bilinear", PIL.Image.BILINEAR),
+                        ("bicubic", PIL.Image.BICUBIC)):
+      want = np.asarray(PIL.Image.fromarray(band, mode="F").resize(
+          (120, 120), pil))
+      got = resample.resize(band[..., None], 120, method)[..., 0]
+      np.testing.assert_allclose(got, want, rtol=0, atol=2e-3)
+  with pytest.raises(ValueError, match="'lanczos'"):
+    resample.resize(band[..., None], 120, "lanczos")
+
+
+def test_read_option_resampling(archive):
+  _, out, written = archive
+  got = _by_name(data.load("bigearthnet/mm", "all", out,
+                           resampling="bicubic"))
+  w = written[0]
+  ex = got[w["s2_name"]]
+  for c, band in enumerate(S2_ORDER):
+    native = w["s2_bands"][band].astype(np.float32)[..., None]
+    np.testing.assert_allclose(
+        ex["s2"][..., c], resample.resize(native, 120, "bicubic")[..., 0],
+        rtol=1e-6)
+  assert not np.array_equal(ex["s2"][..., 0], _to_120(w["s2_bands"]["B01"]))
+  np.testing.assert_array_equal(ex["s1"], np.stack(
+      [w["s1_bands"]["VV"], w["s1_bands"]["VH"]], -1))
+  with pytest.raises(ValueError, match="resampling='area'"):
+    data.load("bigearthnet/mm", "all", out, resampling="area")
+  with pytest.raises(ValueError, match="'zoom'"):
+    data.load("bigearthnet/mm", "all", out, zoom=2)
+
+
+def test_label_store_never_decodes_images(archive, monkeypatch):
+  _, out, _ = archive
+  source = data.load("bigearthnet/mm", "all", out)
+  keys = ["labels_19", "labels_43", "patch_name", "s1_patch_name", "epsg"]
+  want = {k: np.stack([np.asarray(source[i][k]) for i in range(len(source))])
+          for k in keys}
+  part = data.load("bigearthnet/mm", "train[1:4]", out)
+  want_part = [part[i]["patch_name"] for i in range(len(part))]
+
+  def no_decoding(self, index):
+    raise AssertionError("an image was decoded")
+
+  monkeypatch.setattr(sources.DecodedSource, "__getitem__", no_decoding)
+  got = sources.columns(source, keys)
+  for k in keys:
+    np.testing.assert_array_equal(got[k], want[k])
+  assert list(part.columns(["patch_name"])["patch_name"]) == want_part
+  classes = pipeline._Classes(source, "labels_19")  # pylint: disable=protected-access
+  np.testing.assert_array_equal(classes.hot, want["labels_19"].astype(bool))
+  with pytest.raises(KeyError, match="'s2'"):
+    source.columns(["s2"])
+
+
 def test_split_and_exclusion_lists(tmp_path):
   written = fake.write_v1(str(tmp_path / "raw"), 7, seed=2, modalities=("s1",))
   names = [w["s2_name"] for w in written]  # official lists name S2 patches
@@ -165,6 +250,18 @@ def test_split_and_exclusion_lists(tmp_path):
                          "test": sorted(s1[4:6])}
   meta = json.loads((b.data_path / "metadata.json").read_text())
   assert meta["counts"]["excluded"] == 1 and meta["counts"]["unlisted"] == 1
+  # A patch list to keep (e.g. the Serbia patches), given as "a.csv,b.csv";
+  # "" means no list (the configs' default).
+  (tmp_path / "serbia.csv").write_text("\n".join(names[2:5]) + "\n")
+  b = data.prepare("bigearthnet/s1", tmp_path / "raw", tmp_path / "serbia",
+                   include_csvs=f"{tmp_path / 'serbia.csv'}", exclude_csvs="",
+                   split_csvs="")
+  got = sorted(_by_name(data.load("bigearthnet/s1", "all", tmp_path /
+                                  "serbia")))
+  assert got == sorted(s1[2:5])
+  meta = json.loads((b.data_path / "metadata.json").read_text())
+  assert meta["counts"]["not_included"] == 4 and "excluded" not in meta["counts"]
+  assert meta["options"]["exclude_csvs"] == []
 
 
 # --- bad input ---------------------------------------------------------------
@@ -247,10 +344,12 @@ def test_real_sample_against_tifffile(tmp_path):
         os.path.join(folder, f"{s1_name}_{b}.tif")) for b in ("VV", "VH")], -1)
     want_s2 = np.stack([_to_120(tifffile.imread(os.path.join(
         s2_root, s2_name, f"{s2_name}_{b}.tif"))) for b in S2_ORDER], -1)
-    np.testing.assert_array_equal(s1[s1_name]["s1"], vv_vh)
-    np.testing.assert_array_equal(s2[s2_name]["s2"], want_s2)
-    np.testing.assert_array_equal(mm[s2_name]["s2"], want_s2)
-    np.testing.assert_array_equal(mm[s2_name]["s1"], vv_vh)
+    _assert_bits(s1[s1_name]["s1"], vv_vh)
+    _assert_bits(s2[s2_name]["s2"], want_s2)
+    _assert_bits(mm[s2_name]["s2"], want_s2)
+    _assert_bits(mm[s2_name]["s1"], vv_vh)
+    _assert_bits(patches.read_patch(os.path.join(s2_root, s2_name), S2_ORDER),
+                 want_s2)
     assert _text(mm[s2_name]["s1_patch_name"]) == s1_name
     for ex, m in ((s2[s2_name], s2_meta), (s1[s1_name], meta)):
       got = [labels_lib.LABELS_43[i] for i in np.flatnonzero(ex["labels_43"])]

@@ -1,6 +1,7 @@
 """Tests for the reBEN builder (rs_bigearthnet_v2): a tiny LMDB + safetensors
 archive and a tiny v2 folder archive written here, read back value for value
-(band order included), official splits, labels, bad input."""
+(band order included), official splits, labels, the countries subset, bad
+input."""
 import json
 import os
 
@@ -122,3 +123,23 @@ def test_bad_input(tmp_path):
   assert rows[3]["patch_id"] in lines[0] and "safetensors" in lines[0]
   assert rows[1]["patch_id"] in lines[1] and "'Lava fields'" in lines[1]
   assert rows[2]["s1_name"] in lines[2] and "no such entry" in lines[2]
+
+
+def test_countries_subset(tmp_path):
+  raw = tmp_path / "raw"
+  rows = fake.write_v2(str(raw), 6, seed=5, fmt="lmdb")
+  table = [{k: v for k, v in r.items() if "bands" not in k} for r in rows]
+  for i in (1, 2, 4):
+    table[i]["country"] = "Serbia"
+  fake.write_metadata(str(raw / "metadata.parquet"), table)
+  b = data.prepare("bigearthnet_v2/s2", raw, tmp_path / "out",
+                   countries="Serbia")
+  got = _examples("bigearthnet_v2/s2", "all", tmp_path / "out")
+  assert [_text(ex["patch_name"]) for ex in got] == [
+      rows[i]["patch_id"] for i in (1, 4, 2)]  # train, validation, test
+  assert {_text(ex["country"]) for ex in got} == {"Serbia"}
+  for ex, i in zip(got, (1, 4, 2)):
+    _check(ex, rows[i], "s2")
+  meta = json.loads((b.data_path / "metadata.json").read_text())
+  assert meta["counts"]["other_country"] == 3
+  assert meta["options"]["countries"] == ["Serbia"]

@@ -129,10 +129,14 @@ def test_cli_and_reading_without_tensorflow(tmp_path):
   # module would shadow the function rs_jax.data.prepare in this process.)
   env = {**os.environ, "PYTHONPATH": os.getcwd()}
   subprocess.run(
-      [sys.executable, "-m", "rs_jax.data.prepare", "--dataset", "synthetic",
-       "--manual_dir", str(tmp_path), "--data_dir", str(tmp_path / "out"),
-       "--config.num_examples=12", "--config.size=8",
-       "--config.splits.train=0.5", "--config.splits.test=0.5"],
+      [sys.executable, "-m", "rs_jax.data.prepare", "--config",
+       os.path.join(os.path.dirname(__file__), "..", "configs",
+                    "prepare.py:synthetic"),
+       f"--config.data.data_dir={tmp_path / 'out'}",
+       "--config.data.options.num_examples=12", "--config.data.options.size=8",
+       "--config.data.options.splits.train=0.5",
+       "--config.data.options.splits.validation=0.0",
+       "--config.data.options.splits.test=0.5", "--workers=1"],
       check=True, env=env, capture_output=True)
   read = (
       "import sys, numpy as np, rs_jax.data as d\n"

@@ -1,8 +1,13 @@
 """Datasets: TFDS builders (array_record, read without TensorFlow) and grain
 pipelines.
 
-  prepare(name, manual_dir, data_dir, **options)  builds a dataset once
-  load(name, split, data_dir)   -> random-access source: len(), [i] -> dict
+  prepare(name, manual_dir, data_dir, workers=, beam=, **options)
+                                builds a dataset once (local processes or Beam)
+  prepare_config(config.data)   the same, from an experiment's data config
+  load(name, split, data_dir, **read_options)
+                                -> random-access source: len(), [i] -> dict,
+                                   columns(keys) -> label-store arrays
+  is_prepared(name, data_dir)   -> whether a complete preparation is there
   statistics(name, data_dir)    -> {feature: {"mean": f32[C], "std": f32[C]}}
 
 NAME -> (module, builder class, builder config); modules import lazily, so
@@ -10,10 +15,14 @@ reading one dataset never imports the others. TFDS registers the classes under
 their snake-case names (rs_ucmerced, rs_bigearthnet, ...), distinct from
 TFDS's own `uc_merced` and `bigearthnet`.
 """
+import functools
 import importlib
-from typing import Any, Mapping
+import os
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from rs_jax.data import sources
 
 DATASETS = {
     "ucmerced": ("rs_jax.data.rgb_folders", "RsUcmerced", None),
@@ -26,26 +35,38 @@ DATASETS = {
 }
 
 
-def builder(name: str, data_dir, options: Mapping[str, Any] | None = None):
-  """The RsBuilder for NAME (see DATASETS) rooted at data_dir; options None
-  means: read, with the options stored at preparation."""
+def builder_class(name: str):
+  """(RsBuilder subclass, builder config name or None) of NAME."""
   if name not in DATASETS:
     raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
   module, cls, config = DATASETS[name]
-  builder_cls = getattr(importlib.import_module(module), cls)
+  return getattr(importlib.import_module(module), cls), config
+
+
+def builder(name: str, data_dir, options: Mapping[str, Any] | None = None,
+            workers: int = 1):
+  """The RsBuilder for NAME (see DATASETS) rooted at data_dir; options None
+  means: read, with the options stored at preparation."""
+  builder_cls, config = builder_class(name)
   kwargs = {"config": config} if config else {}
-  return builder_cls(data_dir=str(data_dir),
+  return builder_cls(data_dir=os.fspath(data_dir),
                      options=None if options is None else dict(options),
-                     **kwargs)
+                     workers=workers, **kwargs)
 
 
-def prepare(name: str, manual_dir, data_dir, **options):
+def prepare(name: str, manual_dir, data_dir, *, workers: int = 1,
+            beam: Sequence[str] | None = None, **options):
   """Prepares NAME from the user's files in manual_dir into data_dir (once:
   an existing preparation with the same options is reused; with different
-  options it is an error). Returns the builder."""
+  options it is an error). workers: local processes; beam: Apache Beam
+  pipeline arguments (e.g. ["--runner=DataflowRunner", ...]; [] is Beam's
+  DirectRunner) to prepare on Beam instead. Returns the builder."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from rs_jax.data import base  # pylint: disable=g-import-not-at-top
-  b = builder(name, data_dir, options)
+  b = builder(name, data_dir, options, workers=workers)
+  if b.NEEDS_MANUAL_DIR and not manual_dir:
+    raise ValueError(f"{name}: no manual_dir; set it (data.manual_dir) to "
+                     "the folder with the raw archive")
   if b.is_prepared():
     stored = base.read_metadata(b.data_path).get("options")
     if stored != base.jsonable(b.options):
@@ -53,9 +74,30 @@ def prepare(name: str, manual_dir, data_dir, **options):
           f"{b.data_path}: already prepared with options {stored}, not "
           f"{base.jsonable(b.options)}; use another data_dir or delete it")
     return b
+  stale = sorted(b.data_path.parent.glob(f"incomplete.*_{b.data_path.name}"))
+  if stale:
+    from absl import logging  # pylint: disable=g-import-not-at-top
+    logging.warning("%s: left by interrupted preparations (never read; "
+                    "delete them): %s", b.data_path.parent,
+                    [p.name for p in stale])
+  beam_options = None
+  if beam is not None:
+    from apache_beam.options import pipeline_options  # pylint: disable=g-import-not-at-top
+    beam_options = pipeline_options.PipelineOptions(list(beam))
   b.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=str(manual_dir) if manual_dir else None))
+      manual_dir=os.fspath(manual_dir) if manual_dir else None,
+      beam_options=beam_options))
   return b
+
+
+def prepare_config(data_config, *, workers: int = 1,
+                   beam: Sequence[str] | None = None):
+  """Prepares what an experiment reads from its `config.data` (name,
+  manual_dir, data_dir, options), paths as given. Returns the builder."""
+  options = data_config.get("options", {})
+  options = options.to_dict() if hasattr(options, "to_dict") else dict(options)
+  return prepare(data_config.name, data_config.get("manual_dir") or None,
+                 data_config.data_dir, workers=workers, beam=beam, **options)
 
 
 def is_prepared(name: str, data_dir) -> bool:
@@ -68,41 +110,44 @@ def _prepared(name, data_dir):
   if not b.is_prepared():
     raise FileNotFoundError(
         f"{b.data_path}: dataset {name!r} is not prepared; run "
-        f"python -m rs_jax.data.prepare --dataset {name} --manual_dir RAW "
-        f"--data_dir {data_dir}")
+        f"python -m rs_jax.data.prepare --config configs/prepare.py:{name} "
+        f"--config.data.manual_dir=RAW --config.data.data_dir={data_dir}")
   return b
 
 
-class ConcatSource:
-  """Random access over several sources one after another."""
-
-  def __init__(self, sources):
-    self._sources = list(sources)
-    self._ends = np.cumsum([len(s) for s in self._sources])
-
-  def __len__(self):
-    return int(self._ends[-1]) if len(self._ends) else 0
-
-  def __getitem__(self, index):
-    index = int(index)
-    if not 0 <= index < len(self):
-      raise IndexError(f"index {index} out of range for length {len(self)}")
-    part = int(np.searchsorted(self._ends, index, side="right"))
-    start = int(self._ends[part - 1]) if part else 0
-    return self._sources[part][index - start]
-
-
-def load(name: str, split: str, data_dir):
+def load(name: str, split: str, data_dir, **read_options):
   """Random-access source of a prepared split: len(), [i] -> dict of NumPy
-  arrays. split "all" is every example (the splits in stored order); TFDS
-  slicing like "train[:10%]" works too."""
+  arrays, columns(keys) -> label-store arrays. split "all" is every example
+  (the splits in stored order); TFDS slicing like "train[:10%]" works too.
+  read_options: the builder's READ_OPTIONS (BigEarthNet: resampling);
+  unknown names raise."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   b = _prepared(name, data_dir)
+  for key, value in read_options.items():
+    if key not in b.READ_OPTIONS:
+      raise ValueError(f"{name}: unknown read option {key!r}; known: "
+                       f"{sorted(b.READ_OPTIONS)}")
+    if value not in b.READ_OPTIONS[key]:
+      raise ValueError(f"{name}: read option {key}={value!r}, expected one "
+                       f"of {b.READ_OPTIONS[key]}")
+  defaults = {k: choices[0] for k, choices in b.READ_OPTIONS.items()}
+  decode = functools.partial(b.decode, **{**defaults, **read_options})
   if split == "all":
-    return ConcatSource(b.as_data_source(s) for s in b.info.splits)
-  if split.split("[")[0] not in b.info.splits:
-    raise ValueError(f"{name}: no split {split!r}; have "
-                     f"{sorted(b.info.splits)} and 'all'")
-  return b.as_data_source(split)
+    return sources.ConcatSource(
+        sources.DecodedSource(b.as_data_source(s), decode, b.data_path,
+                              [(s, 0, info.num_examples)])
+        for s, info in b.info.splits.items())
+  try:
+    parts = tfds.core.ReadInstruction.from_spec(split).to_absolute(
+        b.info.splits)
+  except (KeyError, ValueError, AssertionError) as e:
+    raise ValueError(f"{name}: no split {split!r} ({e}); have "
+                     f"{sorted(b.info.splits)} and 'all'") from None
+  parts = [(p.splitname, p.from_ or 0,
+            b.info.splits[p.splitname].num_examples if p.to is None else p.to)
+           for p in parts]
+  return sources.DecodedSource(b.as_data_source(split), decode, b.data_path,
+                               parts)
 
 
 def statistics(name: str, data_dir, split: str | None = None):

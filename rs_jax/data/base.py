@@ -2,34 +2,54 @@
 
 A dataset is prepared once from a directory the user already has
 (`manual_dir`; nothing is downloaded) into array_record files that are read
-without TensorFlow (`builder.as_data_source(split)`).
+without TensorFlow (`rs_jax.data.load`).
 
 A subclass implements:
   VERSION                  tfds.core.Version; BUILDER_CONFIGS if it has configs.
-  DEFAULT_OPTIONS          dict: the options it accepts, with their defaults
-                           (merged over BASE_OPTIONS; unknown names raise).
+  DEFAULT_OPTIONS          dict: the preparation options it accepts, with
+                           their defaults (merged over BASE_OPTIONS; unknown
+                           names raise).
   _features(self)          -> dict[str, tfds.features.FeatureConnector].
   _splits(self, manual_dir: epath.Path) -> dict[str, Sequence[item]]
-                           scans manual_dir and assigns items (anything the
-                           subclass likes: paths, tuples) to splits; split
-                           names are not "all"; empty splits are dropped.
+                           scans manual_dir and assigns items to splits; an
+                           item must survive a JSON round trip (tuples become
+                           lists, paths strings: Beam reads items from JSON);
+                           split names are not "all"; empty splits are dropped.
   _example(self, item)     -> (key, example dict) or None when the item was
                            skipped; keys are unique and increase in the order
                            items are given (examples are stored in that order).
-Both report bad input with `self.invalid(path, problem)`: it raises
-ValueError("{path}: {problem}"), or, with the option skip_invalid=True, records
-the pair and returns None (the caller then skips the item). `self.count(name)`
-counts events worth reporting (e.g. scenes without a 19-class label).
+and may override:
+  normalize_options(cls, options) -> options in one canonical form (what is
+                           stored and compared when a preparation is reused).
+  READ_OPTIONS             {name: (default, other allowed values...)} of
+                           decode(self, example, **read_options) -> the
+                           example as readers see it (`rs_jax.data.load`
+                           applies it; BigEarthNet resamples native bands).
+  _moments(self, example)  -> {feature: summary.ChannelMoments}, the band
+                           statistics of one stored example (default: every
+                           3-D [H, W, C] array, per channel).
+Both _splits and _example report bad input with `self.invalid(path, problem)`:
+it raises ValueError("{path}: {problem}"), or, with the option
+skip_invalid=True, records the pair and returns None (the caller then skips
+the item). `self.count(name)` counts events worth reporting.
+
+Items are prepared one by one in this process (workers=1), in a pool of
+local processes (workers=N; `parallel.Workers`), or on Apache Beam (a
+DownloadConfig with beam_runner / beam_options): the same `_example` code,
+the same files. TFDS writes into a temporary directory renamed on success, so
+an interrupted preparation never reads as prepared.
 
 After preparation the dataset's directory holds, next to the array_record
-files, `metadata.json` with {"options", "counts", "skipped", "statistics"} and,
-when anything was skipped, `skipped.txt` (one "path<TAB>problem" a line).
-Image features may be given as uint8 arrays: they are PNG-encoded here.
-"statistics" has per split (and "all") and per 3-D [H, W, C] feature the
-per-channel mean, std (population, over all pixels) and pixel count.
+files: `metadata.json` with {"options", "counts", "skipped", "statistics"};
+`labels-<split>.npz`, the label store: every non-image feature (labels,
+names, metadata; [N] or [N, C] arrays in stored order, text as UTF-8 bytes)
+so that samplers never decode an image for labels; and, when anything was
+skipped, `skipped.txt` (one "path<TAB>problem" a line). Image features may be
+given as uint8 arrays: they are PNG-encoded here. "statistics" has per split
+(and "all") and per image feature the per-channel mean, std (population,
+over all pixels) and pixel count.
 """
 import abc
-import collections
 import io
 import json
 from typing import Any
@@ -40,33 +60,13 @@ import numpy as np
 import PIL.Image
 import tensorflow_datasets as tfds
 
+from rs_jax import paths
+from rs_jax.data import parallel
+from rs_jax.data import sources
+from rs_jax.data import summary as summary_lib
+
 BASE_OPTIONS = {"seed": 0, "skip_invalid": False}
-
-
-class _ChannelMoments:
-  """Per-channel pixel count, mean and sum of squared deviations of [H, W, C]
-  arrays, merged exactly (Chan et al.'s pairwise update) in float64."""
-
-  def __init__(self, n=0, mean=0.0, m2=0.0):
-    self.n, self.mean, self.m2 = n, mean, m2
-
-  def add(self, x):
-    x = np.asarray(x, np.float64).reshape(-1, np.shape(x)[-1])
-    mean = x.mean(0)
-    self.merge(_ChannelMoments(len(x), mean, ((x - mean) ** 2).sum(0)))
-
-  def merge(self, other):
-    total = self.n + other.n
-    if other.n:
-      delta = other.mean - self.mean
-      self.mean = self.mean + delta * other.n / total
-      self.m2 = self.m2 + other.m2 + delta ** 2 * self.n * other.n / total
-      self.n = total
-
-  def as_dict(self):
-    return {"mean": np.atleast_1d(self.mean).tolist(),
-            "std": np.sqrt(np.atleast_1d(self.m2) / self.n).tolist(),
-            "count": self.n}
+_SCAN = "_scan"  # summary of what _splits reported
 
 
 class RsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -74,24 +74,40 @@ class RsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   VERSION = tfds.core.Version("1.0.0")
   DEFAULT_OPTIONS: dict[str, Any] = {}
+  READ_OPTIONS: dict[str, tuple] = {}
   NEEDS_MANUAL_DIR = True  # False: generated data, manual_dir is not read
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       "Nothing is downloaded: pass manual_dir, the folder with the archive as "
       "its authors distribute it (see the builder's docstring).")
 
-  def __init__(self, *, options: dict[str, Any] | None = None, **kwargs):
+  def __init__(self, *, options: dict[str, Any] | None = None,
+               workers: int = 1, **kwargs):
     defaults = {**BASE_OPTIONS, **self.DEFAULT_OPTIONS}
     unknown = sorted(set(options or {}) - set(defaults))
     if unknown:
       raise ValueError(
           f"{type(self).__name__}: unknown option(s) {unknown}; "
           f"known: {sorted(defaults)}")
-    self.options = {**defaults, **(options or {})}
+    self.options = self.normalize_options({**defaults, **(options or {})})
+    self.workers = int(workers)
     self._reading = options is None
-    self._skipped: list[tuple[str, str]] = []
-    self._counts: collections.Counter = collections.Counter()
-    self._moments: dict[str, dict[str, _ChannelMoments]] = {}
+    self._init_kwargs = dict(kwargs)
+    self._summaries: dict[str, summary_lib.Summary] = {}
+    self._labels: dict[str, list] = {}
+    self._current: summary_lib.Summary | None = None
+    self._beam = False
     super().__init__(file_format="array_record", **kwargs)
+
+  # --- pickling: workers rebuild the builder with its options and scan state --
+  def __getstate__(self):
+    state = {k: v for k, v in self.__dict__.items()
+             if k.startswith("_item_")}  # what _splits left for _example
+    return {"kwargs": self._init_kwargs, "options": self.options,
+            "item_state": state}
+
+  def __setstate__(self, state):
+    self.__init__(options=state["options"], **state["kwargs"])
+    self.__dict__.update(state["item_state"])
 
   # --- what a subclass implements -------------------------------------------
   @abc.abstractmethod
@@ -106,17 +122,56 @@ class RsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _example(self, item) -> tuple[Any, dict[str, Any]] | None:
     """One item -> (key, example), or None when skipped."""
 
+  @classmethod
+  def normalize_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+    """Options in their canonical form (default: as given)."""
+    return options
+
+  def decode(self, example: dict[str, Any], **read_options) -> dict[str, Any]:
+    """A stored example as readers see it (default: as stored)."""
+    del read_options
+    return example
+
+  def _moments(self, example) -> dict[str, summary_lib.ChannelMoments]:
+    return {name: summary_lib.ChannelMoments.of(value)
+            for name, value in example.items()
+            if isinstance(value, np.ndarray) and value.ndim == 3}
+
   # --- helpers for subclasses -------------------------------------------------
   def invalid(self, path, problem: str) -> None:
     """Reports bad input: raises ValueError, or records it (skip_invalid)."""
     if not self.options["skip_invalid"]:
       raise ValueError(f"{path}: {problem}")
     logging.warning("skipping %s: %s", path, problem)
-    self._skipped.append((str(path), problem))
-    self._counts["skipped"] += 1
+    self._current.skipped.append((str(path), problem))
+    self._current.counts["skipped"] += 1
 
   def count(self, name: str, n: int = 1) -> None:
-    self._counts[name] += n
+    self._current.counts[name] += n
+
+  def label_keys(self) -> list[str]:
+    """The features kept in the label store: all but images and arrays of
+    two or more dimensions."""
+    return [k for k, f in self.info.features.items()
+            if not isinstance(f, tfds.features.Image) and len(f.shape) <= 1]
+
+  # --- preparing one item (here, in a worker process, or on Beam) -------------
+  def process(self, item):
+    """item -> (key, example or None, label row or None, Summary)."""
+    self._current = summary_lib.Summary()
+    try:
+      result = self._example(item)
+    finally:
+      done, self._current = self._current, None
+    if result is None:
+      return None, None, None, done
+    key, example = result
+    done.moments = self._moments(example)
+    for name, value in example.items():
+      if (isinstance(value, np.ndarray) and
+          isinstance(self.info.features[name], tfds.features.Image)):
+        example[name] = _png(value)
+    return key, example, {k: example[k] for k in self.label_keys()}, done
 
   # --- TFDS plumbing ----------------------------------------------------------
   def _info(self) -> tfds.core.DatasetInfo:
@@ -137,41 +192,61 @@ class RsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       manual_dir = epath.Path(dl_manager.manual_dir)
       if not manual_dir.is_dir():
         raise FileNotFoundError(f"{manual_dir}: manual_dir is not a directory")
-    splits = self._splits(manual_dir)
+    self._current = self._summaries[_SCAN] = summary_lib.Summary()
+    try:
+      splits = self._splits(manual_dir)
+    finally:
+      self._current = None
     if "all" in splits:
       raise ValueError(f"{type(self).__name__}: 'all' is not a split name")
     return {name: self._generate_examples(name, items)
             for name, items in splits.items() if len(items)}
 
   def _generate_examples(self, split, items):
-    moments = self._moments.setdefault(split, {})
-    for item in items:
-      result = self._example(item)
-      if result is None:
-        continue
-      key, example = result
-      for name, value in example.items():
-        if isinstance(value, np.ndarray) and value.ndim == 3:
-          moments.setdefault(name, _ChannelMoments()).add(value)
-          if isinstance(self.info.features[name], tfds.features.Image):
-            example[name] = _png(value)
-      yield key, example
+    if self._beam:
+      return parallel.beam_split(self, split, items,
+                                 epath.Path(self.data_dir))
+    return self._generate_locally(split, items)
+
+  def _generate_locally(self, split, items):
+    done = self._summaries[split] = summary_lib.Summary()
+    rows = self._labels[split] = []
+    for key, example, labels, part in self._pool.map(items):
+      done.merge(part)
+      if example is not None:
+        rows.append(labels)
+        yield key, example
 
   def _download_and_prepare(self, dl_manager, download_config):
-    super()._download_and_prepare(dl_manager, download_config)
-    statistics = {}
-    total = collections.defaultdict(_ChannelMoments)
-    for split, moments in self._moments.items():
-      statistics[split] = {k: m.as_dict() for k, m in moments.items()}
-      for k, m in moments.items():
-        total[k].merge(m)
-    statistics["all"] = {k: m.as_dict() for k, m in total.items()}
+    self._beam = bool(download_config.beam_runner or
+                      download_config.beam_options)
+    self._pool = parallel.Workers(self, self.workers)
+    try:
+      super()._download_and_prepare(dl_manager, download_config)
+    finally:
+      self._pool.close()
+    data_dir = epath.Path(self.data_dir)  # the temporary directory
+    for split in self.info.splits:
+      if self._beam:  # written by the pipeline
+        self._summaries[split] = parallel.read_beam_summary(data_dir, split)
+      else:
+        sources.write_labels(data_dir / f"labels-{split}.npz",
+                             self._labels.pop(split), self.label_keys())
+    statistics, total = {}, summary_lib.Summary()
+    everything = {}
+    for name, part in self._summaries.items():
+      total.merge(part)
+      if name != _SCAN:
+        statistics[name] = {k: m.as_dict() for k, m in part.moments.items()}
+        for k, m in part.moments.items():
+          everything.setdefault(k, summary_lib.ChannelMoments()).merge(m)
+    statistics["all"] = {k: m.as_dict() for k, m in everything.items()}
     self.info.metadata.update(
-        options=jsonable(self.options), counts=dict(self._counts),
-        skipped=[list(s) for s in self._skipped], statistics=statistics)
-    if self._skipped:
-      with (epath.Path(self.data_dir) / "skipped.txt").open("w") as f:
-        f.writelines(f"{path}\t{problem}\n" for path, problem in self._skipped)
+        options=jsonable(self.options), counts=dict(total.counts),
+        skipped=[list(s) for s in total.skipped], statistics=statistics)
+    if total.skipped:
+      paths.write_text(data_dir / "skipped.txt", "".join(
+          f"{path}\t{problem}\n" for path, problem in total.skipped))
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -193,13 +268,3 @@ def read_metadata(data_path) -> dict[str, Any]:
   if not path.exists():
     raise FileNotFoundError(f"{path}: no rs_jax metadata (not prepared?)")
   return json.loads(path.read_text())
-
-
-def check_finite(builder: RsBuilder, path, array: np.ndarray) -> bool:
-  """True if all pixels are finite; else reports NaN/inf via builder.invalid."""
-  if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-    bad = int(np.size(array) - np.isfinite(array).sum())
-    builder.invalid(path, f"{bad} NaN/inf pixel value(s)")
-    return False
-  return True
-

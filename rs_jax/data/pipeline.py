@@ -45,6 +45,7 @@ import jax
 import numpy as np
 
 from rs_jax.data import augment as augment_lib
+from rs_jax.data import sources
 
 SAMPLERS = ("random", "pk", "triplet", "pairs")
 
@@ -78,16 +79,15 @@ class ArraySource:
 
 
 class _Classes:
-  """Class membership from int labels [N] or multi-hot labels [N, C]; read
-  from the source (every example is decoded once) unless it is an
-  ArraySource."""
+  """Class membership from int labels [N] or multi-hot labels [N, C]; from
+  the label store of a prepared dataset (no image is decoded) or an
+  ArraySource's arrays."""
 
   def __init__(self, source, label_key):
     if isinstance(source, ArraySource):
       labels = np.asarray(source.arrays[label_key])
     else:
-      labels = np.stack([np.asarray(source[i][label_key])
-                         for i in range(len(source))])
+      labels = sources.columns(source, [label_key])[label_key]
     if labels.ndim == 1:
       labels = np.eye(int(labels.max()) + 1, dtype=bool)[labels]
     self.hot = labels.astype(bool)                       # [N, C]

@@ -1,66 +1,85 @@
 """Prepares a dataset from the user's files (nothing is downloaded).
 
-  python -m rs_jax.data.prepare --dataset NAME --manual_dir RAW_DIR \\
-      --data_dir OUT_DIR [--config.KEY=VALUE ...]
+An experiment's data section (prepares exactly what it trains on):
+  python -m rs_jax.data.prepare --config configs/s1s2_triplet.py \\
+      --config.data.manual_dir=RAW --config.data.data_dir=OUT
+A dataset by name, any preparation option as a config field:
+  python -m rs_jax.data.prepare --config configs/prepare.py:bigearthnet/mm \\
+      --config.data.manual_dir=RAW --config.data.data_dir=OUT \\
+      --config.data.options.splits=train=0.5,validation=0.25,test=0.25
+--workers N local processes (default: every core); --beam runs on Apache
+Beam with --beam_options (e.g. "--runner=DataflowRunner --project=P
+--region=R --temp_location=gs://B/tmp"; empty: the DirectRunner).
 
-NAME is one of rs_jax.data.DATASETS. Every --config.KEY=VALUE becomes the
-builder option KEY; VALUE is read as a Python literal when it parses as one
-(3, 0.5, True, {'train': 0.8, 'test': 0.2}), else kept as a string ("milan").
-Dotted keys nest: --config.splits.train=0.8 --config.splits.test=0.2.
+The console shows TFDS's progress bars and a one-line summary; INFO records
+and TFDS's notices go to DATA_DIR/logs/prepare-<time>.log (a local
+data_dir) or the temp dir (rs_jax.console); --verbosity=0 shows them too.
 """
-import ast
-import sys
+import contextlib
+import io
+import os
+import shlex
+import tempfile
+import time
 
 from absl import app
 from absl import flags
 from absl import logging
+from ml_collections import config_flags
 
+from rs_jax import console
+from rs_jax import paths
 import rs_jax.data
+from rs_jax.data import base
 
-_DATASET = flags.DEFINE_enum("dataset", None, sorted(rs_jax.data.DATASETS),
-                             "Dataset NAME.", required=True)
-_MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "The raw archive.",
-                                  required=True)
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Where to write.",
-                                required=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "A config whose `data` section (name, manual_dir, "
+    "data_dir, options) says what to prepare: an experiment's config, or "
+    "configs/prepare.py:NAME.", lock_config=True)
+_WORKERS = flags.DEFINE_integer("workers", os.cpu_count() or 1,
+                                "Local worker processes.")
+_BEAM = flags.DEFINE_bool("beam", False, "Prepare on Apache Beam.")
+_BEAM_OPTIONS = flags.DEFINE_string(
+    "beam_options", "", "Beam pipeline options, e.g. '--runner=FlinkRunner "
+    "--flink_master=HOST:8081 --environment_type=LOOPBACK'.")
 
 
-def parse_overrides(args) -> dict:
-  """["--config.a.b=v", ...] -> {"a": {"b": v}}; other arguments raise."""
-  options = {}
-  for arg in args:
-    if not arg.startswith("--config.") or "=" not in arg:
-      raise ValueError(f"unexpected argument {arg!r}; options are "
-                       "--config.KEY=VALUE")
-    key, value = arg[len("--config."):].split("=", 1)
-    try:
-      value = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      pass
-    *parents, leaf = key.split(".")
-    node = options
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = value
-  return options
+def _log_path(data_dir) -> str:
+  """DATA_DIR/logs/prepare-<time>.log, or in the temp dir for a URL."""
+  folder = (os.path.join(os.fspath(data_dir), "logs")
+            if paths.is_local(data_dir) else tempfile.gettempdir())
+  return os.path.join(folder, time.strftime("prepare-%Y%m%d-%H%M%S.log"))
 
 
 def main(argv):
-  options = parse_overrides(argv[1:])
-  builder = rs_jax.data.prepare(_DATASET.value, _MANUAL_DIR.value,
-                                _DATA_DIR.value, **options)
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  data_config = _CONFIG.value.data
+  if not data_config.get("data_dir"):
+    raise app.UsageError("set --config.data.data_dir")
+  log_path = _log_path(data_config.data_dir)
+  if not flags.FLAGS["verbosity"].present:
+    console.quiet()
+  console.log_to(log_path)  # after quiet(): its filter is for the console
+  beam = shlex.split(_BEAM_OPTIONS.value) if _BEAM.value else None
+  start = time.perf_counter()
+  captured = io.StringIO()
+  with contextlib.redirect_stdout(captured):  # TFDS's notices; bars stay
+    builder = rs_jax.data.prepare_config(
+        data_config, workers=_WORKERS.value, beam=beam)
+  logging.info("%s", captured.getvalue().strip())
+  seconds = time.perf_counter() - start
   counts = {s: v.num_examples for s, v in builder.info.splits.items()}
-  logging.info("prepared %s in %s: %s", _DATASET.value, builder.data_path,
-               counts)
-  print(f"{_DATASET.value}: {counts} -> {builder.data_path}")
-
-
-def _split_argv(argv):
-  """absl would reject --config.*; hand those to main separately."""
-  config = [a for a in argv[1:] if a.startswith("--config.")]
-  return [argv[0]] + [a for a in argv[1:] if a not in config], config
+  meta = base.read_metadata(builder.data_path)
+  total = sum(counts.values())
+  logging.info("prepared %s in %s: %s, counts %s", data_config.name,
+               builder.data_path, counts, meta["counts"])
+  console.show(
+      f"{data_config.name}: {total} examples {counts}, skipped "
+      f"{meta['counts'].get('skipped', 0)}, {seconds:.1f} s "
+      f"({total / max(seconds, 1e-9):.1f}/s) -> {builder.data_path} "
+      f"(log: {log_path})")
 
 
 if __name__ == "__main__":
-  _argv, _config = _split_argv(sys.argv)
-  app.run(lambda argv: main(argv + _config), argv=_argv)
+  app.run(main)

@@ -1,7 +1,8 @@
 """Deterministic, seeded train/validation/test splits.
 
-A split spec is a dict {split name: ratio} with ratios summing to 1, a preset
-name, or None (everything in "train"). Presets:
+A split spec is a dict {split name: ratio} with ratios summing to 1 (or the
+string "train=0.8,test=0.2"), a preset name, or None (everything in
+"train"). Presets:
   "milan":  60 % train / 40 % test per class, then 20 images per class moved
             from train to validation (MiLaN: "60% ... for training and
             cross-validation", "a validation set composed of 20 images per
@@ -25,6 +26,13 @@ def resolve(spec) -> tuple[dict[str, float], int]:
   """Spec -> (ratios, validation images per class taken from train)."""
   if spec is None:
     return {"train": 1.0}, 0
+  if isinstance(spec, str) and "=" in spec:  # "train=0.8,test=0.2"
+    try:
+      spec = {k.strip(): float(v) for k, v in
+              (part.split("=") for part in spec.split(",") if part.strip())}
+    except ValueError:
+      raise ValueError(f"split spec {spec!r}: expected 'name=ratio,...'"
+                       ) from None
   if isinstance(spec, str):
     if spec not in PRESETS:
       raise ValueError(f"unknown split preset {spec!r}; known: {sorted(PRESETS)}")

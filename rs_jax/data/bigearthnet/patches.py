@@ -1,19 +1,14 @@
 """BigEarthNet patch I/O without GDAL: GeoTIFF bands via tifffile, the
-labels_metadata.json files, the v1 folder layout and S1 <-> S2 pairing.
+labels_metadata.json files, the v1 folder layout and S1 <-> S2 pairing, and
+the stored layout of a patch.
 
-Resampling. The 20 m bands (60 x 60 px) and 60 m bands (20 x 20 px) are
-brought to the 10 m grid (120 x 120) by nearest-neighbour pixel repetition:
-each 20 m pixel becomes a 2 x 2 block, each 60 m pixel a 6 x 6 block,
-    out[i, j] = band[i // f, j // f],  f = 120 / band_size.
-Why: the patch grids are nested exactly (a 60 m pixel covers 6 x 6 10 m
-pixels of the same footprint), so repetition needs no choice of kernel or
-corner alignment, keeps every value a raw reflectance that the sensor
-measured (no mixed values at class edges), keeps each band's mean exactly
-(statistics equal those of the source grid), is invertible (block means give
-the source back) and matches reBEN's default ("120_nearest" in the reBEN
-tooling), so numbers compare with its published band statistics. A model
-that wants smooth inputs can interpolate on the fly; the stored values
-lose nothing.
+Storage. S2 bands are stored at their native size as uint16, one array per
+resolution (S2_GROUPS): s2_10m uint16[120, 120, 4] (B02, B03, B04, B08),
+s2_20m uint16[60, 60, 6] (B05, B06, B07, B8A, B11, B12), s2_60m uint16[20,
+20, 2] (B01, B09): 160,000 bytes, the GeoTIFF payload. S1 is stored as
+delivered, s1 float32[120, 120, 2] (VV, VH in dB). Readers get s2
+float32[120, 120, 12] in S2_BANDS order (`to_grid`), resampled on reading
+(resample.py; nearest by default).
 """
 import json
 import os
@@ -21,6 +16,8 @@ import re
 
 import numpy as np
 import tifffile
+
+from rs_jax.data.bigearthnet import resample
 
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A",
             "B09", "B11", "B12")
@@ -56,44 +53,84 @@ def read_band(path):
   return band
 
 
+S2_GROUPS = {"s2_10m": ("B02", "B03", "B04", "B08"),
+             "s2_20m": ("B05", "B06", "B07", "B8A", "B11", "B12"),
+             "s2_60m": ("B01", "B09")}
+
+
 def upsample(band, size=SIZE):
-  """float32[s, s] -> float32[size, size] by pixel repetition (size % s == 0):
+  """[s, s] -> float32[size, size] by pixel repetition (size % s == 0):
   out[i, j] = band[i // f, j // f], f = size // s."""
-  f = size // band.shape[0]
-  return np.repeat(np.repeat(band, f, axis=0), f, axis=1)
+  return resample.resize(np.asarray(band)[..., None], size)[..., 0]
 
 
-def stack_bands(bands, names, where):
-  """{band name: 2-D array} -> float32[SIZE, SIZE, len(names)] in `names`
-  order, each band checked for its native shape and finite values and
-  upsampled to SIZE. `where` names the source (file or key) in errors."""
-  out = np.empty((SIZE, SIZE, len(names)), np.float32)
-  for c, name in enumerate(names):
+def check_bands(bands, names, where):
+  """{band name: 2-D array} -> the same for `names`, each checked for its
+  native shape and type: S2 bands uint16 (uint8 is widened), S1 bands finite
+  float32. `where` names the source (file or key) in errors."""
+  out = {}
+  for name in names:
     if name not in bands:
       raise PatchError(where, f"band {name} is missing")
-    band = bands[name]
+    band = np.asarray(bands[name])
     n = NATIVE_SIZE[name]
     if band.shape != (n, n):
       raise PatchError(where, f"band {name} has shape {band.shape}, "
                        f"expected ({n}, {n})")
-    band = band.astype(np.float32)
-    if not np.isfinite(band).all():
-      raise PatchError(where, f"band {name} has "
-                       f"{np.size(band) - np.isfinite(band).sum()} NaN/inf "
-                       "pixels")
-    out[..., c] = upsample(band)
+    if name in S1_BANDS:
+      band = band.astype(np.float32)
+      if not np.isfinite(band).all():
+        raise PatchError(where, f"band {name} has "
+                         f"{np.size(band) - np.isfinite(band).sum()} NaN/inf "
+                         "pixels")
+    elif band.dtype in (np.uint8, np.uint16):
+      band = band.astype(np.uint16)
+    else:
+      raise PatchError(where, f"band {name} has dtype {band.dtype}, expected "
+                       "uint16 reflectances")
+    out[name] = band
   return out
 
 
-def read_patch(folder, names):
-  """Patch folder <.../NAME> with NAME_<band>.tif files -> float32[120, 120,
-  len(names)] (see stack_bands)."""
+def read_bands(folder, names):
+  """Patch folder <.../NAME> with NAME_<band>.tif files -> {band: native
+  array} (see check_bands)."""
   patch = os.path.basename(os.path.normpath(folder))
-  bands = {}
-  for name in names:
-    path = os.path.join(folder, f"{patch}_{name}.tif")
-    bands[name] = read_band(path)
-  return stack_bands(bands, names, folder)
+  bands = {name: read_band(os.path.join(folder, f"{patch}_{name}.tif"))
+           for name in names}
+  return check_bands(bands, names, folder)
+
+
+def to_stored(bands, modality):
+  """Checked bands -> the stored arrays of "s2" (S2_GROUPS) or "s1"."""
+  if modality == "s1":
+    return {"s1": np.stack([bands[b] for b in S1_BANDS], -1)}
+  return {group: np.stack([bands[b] for b in names], -1)
+          for group, names in S2_GROUPS.items()}
+
+
+def to_grid(stored, modality, method="nearest"):
+  """Stored arrays (to_stored) -> float32[120, 120, C] of `modality` in
+  S2_BANDS / S1_BANDS order, resampled with `method`."""
+  if modality == "s1":
+    return np.asarray(stored["s1"], np.float32)
+  out = np.empty((SIZE, SIZE, len(S2_BANDS)), np.float32)
+  for group, names in S2_GROUPS.items():
+    grid = resample.resize(stored[group], SIZE, method)
+    for c, name in enumerate(names):
+      out[..., S2_BANDS.index(name)] = grid[..., c]
+  return out
+
+
+def read_patch(folder, names, method="nearest"):
+  """Patch folder -> float32[120, 120, len(names)] on the 10 m grid (names:
+  S2_BANDS or S1_BANDS)."""
+  modality = "s1" if tuple(names) == S1_BANDS else "s2"
+  if tuple(names) not in (S1_BANDS, S2_BANDS):
+    raise ValueError(f"read_patch: names must be S2_BANDS or S1_BANDS, got "
+                     f"{names}")
+  return to_grid(to_stored(read_bands(folder, names), modality), modality,
+                 method)
 
 
 def metadata_path(folder):

@@ -9,12 +9,15 @@ LMDB when manual_dir or one child holds data.mdb, else the folders):
             BigEarthNet-S1/<scene>/<s1_name>/... (s2_dir, s1_dir).
 See reben.py for both formats.
 
-Configs as in rs_bigearthnet (s2, s1, mm; same band order and resampling).
+Configs as in rs_bigearthnet (s2, s1, mm; same storage, band order, read
+option resampling and band statistics).
 Features: s2 and/or s1, labels_19 uint8[19] (reBEN labels only the 19
 classes; there is no 43-class vector), patch_name (v2 S2 patch_id; the S1
 name for s1), s1_patch_name (mm), s2v1_name (the v1 S2 name), country,
 contains_seasonal_snow, contains_cloud_or_shadow. Splits: the metadata's
-official train / validation / test.
+official train / validation / test. Option countries (a list or "A,B"; ""
+= all) keeps the patches of those countries (the thesis: "Serbia"); the
+others are counted as other_country.
 """
 import os
 
@@ -41,7 +44,23 @@ class RsBigearthnetV2(base.RsBuilder):
       "lmdb_dir": None, "s2_dir": "BigEarthNet-S2", "s1_dir": "BigEarthNet-S1",
       "metadata": reben.METADATA,
       "include_snow_cloud": False,  # also the patches of SNOW_CLOUD_METADATA
+      "countries": [],  # keep only these countries' patches ([]: all)
   }
+  READ_OPTIONS = v1.RsBigearthnet.READ_OPTIONS
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {"2.0.0": "S2 bands stored at native size as uint16; "
+                            "label store; countries."}
+
+  @classmethod
+  def normalize_options(cls, options):
+    return {**options,
+            "countries": v1.list_option(options["countries"], "countries")}
+
+  def decode(self, example, resampling="nearest"):
+    return v1.decode_images(example, resampling)
+
+  def _moments(self, example):
+    return v1.image_moments(example)
 
   def _features(self):
     features = v1.image_features(self.builder_config.name)
@@ -57,7 +76,7 @@ class RsBigearthnetV2(base.RsBuilder):
     return features
 
   def _open_sources(self, manual_dir):
-    """Sets self._s2 / self._s1: objects with read(key, bands)."""
+    """Sets self._item_s2 / _item_s1: objects with read(key, bands)."""
     fmt = self.options["format"]
     lmdb_dir = self.options["lmdb_dir"]
     if lmdb_dir:
@@ -70,32 +89,38 @@ class RsBigearthnetV2(base.RsBuilder):
       if not lmdb_dir:
         raise FileNotFoundError(f"{manual_dir}: no LMDB (data.mdb) found; "
                                 "set the option lmdb_dir")
-      self._s2 = self._s1 = reben.LmdbPatches(lmdb_dir)
+      self._item_s2 = self._item_s1 = reben.LmdbPatches(lmdb_dir)
     elif fmt == "folder":
       config = self.builder_config.name
-      self._s2 = self._s1 = None
+      self._item_s2 = self._item_s1 = None
       for modality, option in (("s2", "s2_dir"), ("s1", "s1_dir")):
         if config in (modality, "mm"):
           root = os.path.join(manual_dir, self.options[option])
           if not os.path.isdir(root):
             raise FileNotFoundError(f"{root}: {option} is not a directory")
-          setattr(self, f"_{modality}", reben.FolderPatches(root))
+          setattr(self, f"_item_{modality}", reben.FolderPatches(root))
     else:
       raise ValueError(f"option format must be 'auto', 'lmdb' or 'folder', "
                        f"got {fmt!r}")
 
   def _splits(self, manual_dir):
     manual_dir = os.fspath(manual_dir)
-    self._metadata_path = os.path.join(manual_dir, self.options["metadata"])
-    rows = reben.read_metadata(self._metadata_path)
+    self._item_metadata_path = os.path.join(manual_dir,
+                                            self.options["metadata"])
+    rows = reben.read_metadata(self._item_metadata_path)
     if self.options["include_snow_cloud"]:
       rows += reben.read_metadata(
           os.path.join(manual_dir, reben.SNOW_CLOUD_METADATA))
     self._open_sources(manual_dir)
+    countries = self.options["countries"]
+    if countries:
+      kept = [r for r in rows if r["country"] in countries]
+      self.count("other_country", len(rows) - len(kept))
+      rows = kept
     out = {split: [] for split in _SPLITS}
     for key, row in enumerate(rows):
       if row["split"] not in out:
-        raise ValueError(f"{self._metadata_path}: patch {row['patch_id']} "
+        raise ValueError(f"{self._item_metadata_path}: patch {row['patch_id']} "
                          f"has split {row['split']!r}, not one of {_SPLITS}")
       out[row["split"]].append((key, row))
     return out
@@ -110,7 +135,7 @@ class RsBigearthnetV2(base.RsBuilder):
         "contains_seasonal_snow": bool(row["contains_seasonal_snow"]),
         "contains_cloud_or_shadow": bool(row["contains_cloud_or_shadow"]),
     }
-    where = f"{self._metadata_path}[{row['patch_id']}]"
+    where = f"{self._item_metadata_path}[{row['patch_id']}]"
     try:
       try:
         example["labels_19"] = labels_lib.labels_19(row["labels"])
@@ -119,9 +144,11 @@ class RsBigearthnetV2(base.RsBuilder):
       if config != "s2" and not row["s1_name"]:
         raise patches.PatchError(where, "no S1 partner (s1_name is empty)")
       if config != "s1":
-        example["s2"] = self._s2.read(row["patch_id"], patches.S2_BANDS)
+        example.update(patches.to_stored(
+            self._item_s2.read(row["patch_id"], patches.S2_BANDS), "s2"))
       if config != "s2":
-        example["s1"] = self._s1.read(row["s1_name"], patches.S1_BANDS)
+        example.update(patches.to_stored(
+            self._item_s1.read(row["s1_name"], patches.S1_BANDS), "s1"))
     except patches.PatchError as e:
       self.invalid(e.path, e.problem)
       return None
@@ -129,10 +156,11 @@ class RsBigearthnetV2(base.RsBuilder):
       example["s1_patch_name"] = row["s1_name"]
     return key, example
 
-  def _generate_examples(self, split, items):
+  def _download_and_prepare(self, dl_manager, download_config):
     try:
-      yield from super()._generate_examples(split, items)
-    finally:  # an LMDB must be closed before another builder opens it
-      for source in (self._s2, self._s1):
+      super()._download_and_prepare(dl_manager, download_config)
+    finally:  # one environment per path and process: free it for the next
+      for source in (getattr(self, "_item_s2", None),
+                     getattr(self, "_item_s1", None)):
         if source is not None:
           source.close()

@@ -41,25 +41,31 @@ def read_metadata(path):
   return table.select(list(_COLUMNS)).to_pylist()
 
 
+_OPEN = {}  # path -> lmdb.Environment: LMDB allows one per path and process
+
+
 class LmdbPatches:
-  """Read-only reBEN LMDB: `read(key, bands)` -> float32[120, 120, C]. The
-  environment opens on the first read and `close()` closes it (LMDB allows
-  one open environment per path and process)."""
+  """Read-only reBEN LMDB: `read(key, bands)` -> {band: native array}. The
+  environment opens on the first read, is shared by every reader of that
+  path in the process (Beam runs several in one) and `close()` closes it;
+  a pickled copy opens its own in its process."""
 
   def __init__(self, path):
     if not os.path.exists(os.path.join(path, "data.mdb")):
       raise FileNotFoundError(f"{path}: no LMDB (data.mdb) there")
-    self.path = path
-    self._env = None
+    self.path = os.path.abspath(path)
+
+  def _env(self):
+    if self.path not in _OPEN:
+      import lmdb  # only this format needs it
+      _OPEN[self.path] = lmdb.open(self.path, readonly=True, lock=False,
+                                   readahead=False)
+    return _OPEN[self.path]
 
   def read(self, key, bands):
-    """Patch `key`'s `bands` stacked in that order (patches.stack_bands)."""
-    if self._env is None:
-      import lmdb  # only this format needs it
-      self._env = lmdb.open(self.path, readonly=True, lock=False,
-                            readahead=False)
+    """Patch `key`'s `bands`, checked (patches.check_bands)."""
     where = f"{self.path}[{key!r}]"
-    with self._env.begin() as txn:
+    with self._env().begin() as txn:
       blob = txn.get(key.encode())
     if blob is None:
       raise patches.PatchError(where, "no such entry")
@@ -68,17 +74,17 @@ class LmdbPatches:
     except Exception as e:  # safetensors raises several types
       raise patches.PatchError(where, "unreadable safetensors blob "
                                f"({type(e).__name__}: {e})") from None
-    return patches.stack_bands(arrays, bands, where)
+    return patches.check_bands(arrays, bands, where)
 
   def close(self):
-    if self._env is not None:
-      self._env.close()
-      self._env = None
+    env = _OPEN.pop(self.path, None)
+    if env is not None:
+      env.close()
 
 
 class FolderPatches:
-  """v2 folder layout under `root`: `read(key, bands)` -> float32[120, 120, C]
-  from <root>/<group>/<key>/<key>_<band>.tif (or <root>/<key>/...)."""
+  """v2 folder layout under `root`: `read(key, bands)` -> {band: native
+  array} from <root>/<group>/<key>/<key>_<band>.tif (or <root>/<key>/...)."""
 
   def __init__(self, root):
     self.path = root
@@ -94,7 +100,7 @@ class FolderPatches:
   def read(self, key, bands):
     if key not in self._folders:
       raise patches.PatchError(self.path, f"no patch folder {key!r}")
-    return patches.read_patch(self._folders[key], bands)
+    return patches.read_bands(self._folders[key], bands)
 
   def close(self):
     pass
