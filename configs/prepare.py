@@ -1,7 +1,7 @@
 """Preparation of one dataset by name, with every preparation option of its
 builder as a config field (default values; lists as "a,b", None as unset).
 
-python -m rs_jax.data.prepare --config configs/prepare.py:bigearthnet/mm \
+python -m rs_jax.data.prepare_cli --config configs/prepare.py:bigearthnet/mm \
     --config.data.manual_dir=/data/BigEarthNet --config.data.data_dir=/data/rs \
     --config.data.options.exclude_csvs=patches_with_seasonal_snow.csv
 

@@ -36,7 +36,7 @@ The thesis' Serbia subset: with v1, --config.data.options.include_csvs=
 serbia_patches.csv (a list of the Serbia S2 or S1 patch names); with reben,
 --config.data.options.countries=Serbia. S2 bands are read at 120 x 120 with
 data.read_options.resampling (nearest, bilinear, bicubic).
-python -m rs_jax.data.prepare --config configs/s1s2_mse.py ... prepares
+python -m rs_jax.data.prepare_cli --config configs/s1s2_mse.py ... prepares
 exactly this data section beforehand (else the first run prepares it).
 """
 import ml_collections

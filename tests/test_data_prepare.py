@@ -121,7 +121,7 @@ def test_cli_prepares_a_configs_own_data_on_the_real_sample(tmp_path):
   if not os.path.isdir(SAMPLE):
     pytest.fail(f"{SAMPLE}: the real BigEarthNet-MM sample is missing")
   result = subprocess.run(
-      [sys.executable, "-m", "rs_jax.data.prepare", "--config",
+      [sys.executable, "-m", "rs_jax.data.prepare_cli", "--config",
        "configs/s1s2_triplet.py", f"--config.data.manual_dir={SAMPLE}",
        f"--config.data.data_dir={tmp_path}", "--workers=2"],
       cwd=ROOT, capture_output=True, text=True, check=False)

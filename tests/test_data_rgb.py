@@ -125,11 +125,9 @@ def test_bad_input_errors_and_skip(tmp_path):
 
 
 def test_cli_and_reading_without_tensorflow(tmp_path):
-  # (The CLI module is not imported here: importing rs_jax.data.prepare the
-  # module would shadow the function rs_jax.data.prepare in this process.)
   env = {**os.environ, "PYTHONPATH": os.getcwd()}
   subprocess.run(
-      [sys.executable, "-m", "rs_jax.data.prepare", "--config",
+      [sys.executable, "-m", "rs_jax.data.prepare_cli", "--config",
        os.path.join(os.path.dirname(__file__), "..", "configs",
                     "prepare.py:synthetic"),
        f"--config.data.data_dir={tmp_path / 'out'}",

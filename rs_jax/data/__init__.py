@@ -110,7 +110,7 @@ def _prepared(name, data_dir):
   if not b.is_prepared():
     raise FileNotFoundError(
         f"{b.data_path}: dataset {name!r} is not prepared; run "
-        f"python -m rs_jax.data.prepare --config configs/prepare.py:{name} "
+        f"python -m rs_jax.data.prepare_cli --config configs/prepare.py:{name} "
         f"--config.data.manual_dir=RAW --config.data.data_dir={data_dir}")
   return b
 

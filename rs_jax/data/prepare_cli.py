@@ -1,10 +1,10 @@
 """Prepares a dataset from the user's files (nothing is downloaded).
 
 An experiment's data section (prepares exactly what it trains on):
-  python -m rs_jax.data.prepare --config configs/s1s2_triplet.py \\
+  python -m rs_jax.data.prepare_cli --config configs/s1s2_triplet.py \\
       --config.data.manual_dir=RAW --config.data.data_dir=OUT
 A dataset by name, any preparation option as a config field:
-  python -m rs_jax.data.prepare --config configs/prepare.py:bigearthnet/mm \\
+  python -m rs_jax.data.prepare_cli --config configs/prepare.py:bigearthnet/mm \\
       --config.data.manual_dir=RAW --config.data.data_dir=OUT \\
       --config.data.options.splits=train=0.5,validation=0.25,test=0.25
 --workers N local processes (default: every core); --beam runs on Apache
