@@ -17,7 +17,7 @@ def get_config(arg=None):
   config.host = "127.0.0.1"
   config.port = 8000
   config.k_max = 100  # largest k a query may ask for
-  config.buckets = (1, 4, 16, 64)  # query-batch sizes compiled at start-up
+  config.buckets = (1, 4, 16, 32, 64)  # query-batch sizes compiled at start-up
   config.max_wait_ms = 2.0  # longest wait to fill a batch
   config.max_upload_mb = 32
   return config

@@ -24,6 +24,7 @@ Building an index from a training run is `rs_jax.index_build`, the command
 line `rs_jax.index_cli`, the launch task `rs_jax.index_task`.
 """
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -33,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rs_jax import compile_cache
 from rs_jax import hashing
 from rs_jax import paths
 from rs_jax import ranking
@@ -186,7 +188,8 @@ class Index:
       raise ValueError(f"k = {k} exceeds the {len(self) - extra} codes "
                        "the index can return")
 
-  def topk(self, query_codes, k, *, exclude=None, mesh=None, axis="data"):
+  def topk(self, query_codes, k, *, exclude=None, mesh=None, axis="data",
+           one_shot=False):
     """k nearest rows of each query by Hamming distance.
 
     Args:
@@ -195,6 +198,9 @@ class Index:
       exclude: optional int[Q], one row per query left out of its results
         (e.g. the query's own row); the other rows keep their order.
       mesh: optional mesh; the codes are sharded over its axis `axis`.
+      one_shot: for a process that searches once (one device): no layout is
+        kept, and the program comes from `compile_cache.exported` (traced
+        once per cache directory) instead of being traced again.
     Returns:
       (distances int32[Q, k], rows int32[Q, k]): ascending distance, ties by
       ascending row (the `ranking.hamming_topk` rule).
@@ -209,9 +215,15 @@ class Index:
     if not len(q):
       return np.zeros((0, k), np.int32), np.zeros((0, k), np.int32)
     kk = k + (exclude is not None)
-    db = self._database(kk, mesh, axis)
-    dist, rows = ranking.hamming_topk(jnp.asarray(q), db, kk, mesh=mesh,
-                                      axis=axis)
+    if one_shot and mesh is None:
+      dist, rows = compile_cache.exported(
+          f"hamming_topk(k={kk})", functools.partial(ranking.hamming_topk,
+                                                     k=kk),
+          q, self.codes, modules=(ranking, hashing))
+    else:
+      db = self._database(kk, mesh, axis)
+      dist, rows = ranking.hamming_topk(jnp.asarray(q), db, kk, mesh=mesh,
+                                        axis=axis)
     dist, rows = np.asarray(dist), np.asarray(rows)
     if exclude is None:
       return dist, rows

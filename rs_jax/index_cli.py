@@ -16,10 +16,12 @@ JAX's persistent compilation cache (`compile_cache`), so a second search
 does not compile again. A bad input ends with "error: ..." naming it.
 """
 import json
+import os
 import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 import numpy as np
 
 from rs_jax import compile_cache
@@ -99,7 +101,7 @@ def search():
   index = Index.load(FLAGS.index)
   names, codes, rows, images, modality = _queries(index)
   exclude = None if rows is None or FLAGS.include_self else rows
-  dist, got = index.topk(codes, FLAGS.k, exclude=exclude)
+  dist, got = index.topk(codes, FLAGS.k, exclude=exclude, one_shot=True)
   out = [{"query": q, "results": r}
          for q, r in zip(names, index_query.results(index, dist, got))]
   text = json.dumps(out, indent=1)
@@ -141,6 +143,9 @@ def main(argv):
   if len(argv) != 2 or argv[1] not in COMMANDS:
     raise app.UsageError(f"give one command, {' or '.join(COMMANDS)}; got "
                          f"{argv[1:]}")
+  if not FLAGS["verbosity"].present:  # library INFO records stay quiet
+    logging.set_verbosity(logging.WARNING)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   compile_cache.enable()
   try:
     {"build": build, "search": search}[argv[1]]()

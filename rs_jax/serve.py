@@ -7,10 +7,12 @@ serves the page on http://HOST:PORT/ and the JSON API under /api/ until
 interrupted. Programs compiled at start-up are kept in the persistent
 compilation cache (`compile_cache`).
 """
+import os
 import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from rs_jax import compile_cache
 from rs_jax.serving import app as app_lib
@@ -36,6 +38,9 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:  # library INFO records stay quiet
+    logging.set_verbosity(logging.WARNING)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   compile_cache.enable()
   try:
     server.serve(FLAGS.index, checkpoint=FLAGS.checkpoint, host=FLAGS.host,

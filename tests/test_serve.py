@@ -314,3 +314,17 @@ def test_page_in_headless_chromium(server, browser, run, tmp_path):
   shot = os.environ.get("RS_JAX_SCREENSHOT", str(tmp_path / "page.png"))
   browser.save_screenshot(shot)
   assert open(shot, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_launch_task_config():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  from rs_jax.serving import task  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location(
+      "serve_config", os.path.join(ROOT, "configs", "serve.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  assert config.task == "serving.task"
+  assert tuple(config.buckets) == searcher_lib.BUCKETS
+  with pytest.raises(ValueError, match="config.index: give one or more"):
+    task.run(config, "unused")

@@ -1,11 +1,13 @@
 """Warm, batched exact search of one `Index` for a server.
 
 Concurrent queries are coalesced: a query waits in a queue; the worker takes
-every query queued (up to the largest bucket), waits at most `max_wait`
-seconds for more while the batch is below that (queries that arrive while a
-search runs simply form the next batch), pads the batch to the next
-compiled query-batch size (a bucket) and runs one `Index.topk` in a worker
-thread, so the event loop keeps accepting requests meanwhile. Every search
+every query queued (up to the largest bucket), and while the batch is
+smaller than the previous one (a sign of concurrent clients whose next
+queries are on their way) waits at most `max_wait` seconds for more, so a
+lone client never waits; queries that arrive while a search runs form the
+next batch. It pads the batch to the next compiled query-batch size (a
+bucket) and runs one `Index.topk` in a worker thread, so the event loop
+keeps accepting requests meanwhile. Every search
 asks for the same `k_max` neighbours (+1 for the excluded query row) and
 each query keeps its first k: the k best of an exact top-k_max list in the
 `ranking.hamming_topk` order (ascending distance, ties by ascending row)
@@ -16,10 +18,11 @@ import asyncio
 import collections
 import concurrent.futures
 import dataclasses
+import time
 
 import numpy as np
 
-BUCKETS = (1, 4, 16, 64)
+BUCKETS = (1, 4, 16, 32, 64)
 
 
 @dataclasses.dataclass
@@ -46,9 +49,11 @@ class Searcher:
     self.max_wait = float(max_wait)
     self.batches = 0  # searches run, for /api/info
     self.queries = 0
+    self.search_seconds = 0.0  # spent in Index.topk
     self._pool = concurrent.futures.ThreadPoolExecutor(
         1, thread_name_prefix="search")
     self._pending = self._wakeup = self._worker = None
+    self._last_size = 1  # queries in the previous batch
 
   def _bucket(self, n):
     return next(b for b in self.buckets if b >= n)
@@ -62,7 +67,9 @@ class Searcher:
     codes = np.pad(codes, ((0, pad), (0, 0)))
     exclude = np.pad(np.asarray(exclude, np.int64), (0, pad),
                      constant_values=-1)
+    start = time.perf_counter()
     dist, rows = self.index.topk(codes, self.k_max, exclude=exclude)
+    self.search_seconds += time.perf_counter() - start
     return dist[:q], rows[:q]
 
   def warm_up(self):
@@ -123,7 +130,8 @@ class Searcher:
       batch = []
       size, full = self._take(batch, 0)
       deadline = loop.time() + self.max_wait
-      while not full and (timeout := deadline - loop.time()) > 0:
+      while (not full and size < self._last_size and
+             (timeout := deadline - loop.time()) > 0):
         self._wakeup.clear()
         try:
           await asyncio.wait_for(self._wakeup.wait(), timeout)
@@ -142,6 +150,7 @@ class Searcher:
         continue
       self.batches += 1
       self.queries += size
+      self._last_size = size
       start = 0
       for r in batch:
         end = start + len(r.codes)

@@ -140,6 +140,7 @@ class Service:
             "label_names": self.label_names[m],
             "batches": self.searchers[m].batches,
             "queries": self.searchers[m].queries,
+            "search_seconds": self.searchers[m].search_seconds,
         } for m, i in self.indexes.items()},
     }
 
