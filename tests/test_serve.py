@@ -328,3 +328,21 @@ def test_launch_task_config():
   assert tuple(config.buckets) == searcher_lib.BUCKETS
   with pytest.raises(ValueError, match="config.index: give one or more"):
     task.run(config, "unused")
+
+
+def test_indexes_of_one_model_pair_only():
+  from rs_jax.index import Index  # pylint: disable=g-import-not-at-top
+  codes = np.arange(20, dtype=np.uint32)[:, None]
+  ids = [f"p{i}" for i in range(20)]
+  s2 = Index.from_codes(codes, 32, ids, metadata={"modality": "s2"})
+  s1 = Index.from_codes(codes, 32, ids, metadata={"modality": "s1"})
+  service = service_lib.Service([s2, s1], k_max=5)
+  with pytest.raises(ValueError, match="a 's1' query against a 's2' index "
+                     "needs the same 'model_pair'"):
+    asyncio.run(service.search_ids(["p3"], 3, "s2", "s1"))
+  other = Index.from_codes(codes, 32, ids, metadata={
+      "modality": "s1", "model_pair": "run_b"})
+  with pytest.raises(ValueError, match="different model pairs"):
+    service_lib.Service([s2, other])
+  with pytest.raises(ValueError, match="two indexes of modality 's2'"):
+    service_lib.Service([s2, s2])

@@ -189,6 +189,9 @@ class Service:
     if len(rows) > self.searchers[modality].buckets[-1]:
       raise ValueError(f"id: at most {self.searchers[modality].buckets[-1]}"
                        f" ids at once, got {len(rows)}")
+    if query_modality != modality:  # codes of another index: same pair?
+      self.indexes[modality].check_compatible(source.num_bits,
+                                              source.metadata)
     exclude = rows if query_modality == modality else None
     dist, got, search = await self._search(modality, source.codes[rows], k,
                                            exclude)
