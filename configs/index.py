@@ -3,7 +3,7 @@ split encoded with the run's encoders, one index file per modality.
 
 python launch.py --config configs/index.py \
     --config.checkpoint=workdirs/demo --workdir workdirs/demo_index
-writes WORKDIR/index_<modality>.rsidx (`rs_jax.index.build_indexes`).
+writes WORKDIR/index_<modality>.rsidx (`rs_jax.index_task`).
 """
 import ml_collections
 
@@ -11,7 +11,7 @@ import ml_collections
 def get_config(arg=None):
   del arg
   config = ml_collections.ConfigDict()
-  config.task = "index"
+  config.task = "index_task"
   config.checkpoint = ""  # the training workdir (required)
   config.modality = ""  # one of the run's encoders; "" = all of them
   config.batch_size = 256  # global; rounded up to a multiple of the devices

@@ -105,23 +105,30 @@ class Evaluator:
         out_shardings=self.batch_sharding)
 
   def encode_split(self, state, split):
-    """-> ({modality: float32[N, K]}, labels [N] or [N, C]), on device.
+    """-> ({modality: float32[N, K]}, labels [N] or [N, C]), on device."""
+    return self.encode_batches(state, self.data.eval_batches(split),
+                               len(self.data.sources[split]))
 
-    Each process encodes its shard of the split; rows go back to source
-    order through the batches' `index`, padding (`mask` False) is dropped.
+  def encode_batches(self, state, batches, num_rows):
+    """`encode_split` of host batches of one pass over num_rows rows
+    (`data.pipeline.eval_batches`: "index", "mask", the label key and the
+    encoders' inputs), e.g. of a dataset other than the run's.
+
+    Each process encodes its shard; rows go back to source order through
+    the batches' `index`, padding (`mask` False) is dropped.
     """
     outputs, index, mask, labels = [], [], [], []
-    for host_batch in self.data.eval_batches(split):
+    for host_batch in batches:
       batch = self.data.to_global(host_batch, self.batch_sharding)
       outputs.append(self._encode(state["params"], state["batch_stats"],
                                   batch))
       index.append(batch["index"])
       mask.append(batch["mask"])
       labels.append(batch[self.data.label_key])
-    n = len(self.data.sources[split])
+    n = num_rows
     index, mask = jnp.concatenate(index), jnp.concatenate(mask)
     out = {m: in_source_order(jnp.concatenate([o[m] for o in outputs]),
-                              index, mask, n) for m in self.data.inputs}
+                              index, mask, n) for m in outputs[0]}
     return out, in_source_order(jnp.concatenate(labels), index, mask, n)
 
   def evaluate(self, state, query_split, database_split) -> dict:

@@ -9,49 +9,35 @@ File layout (all integers little-endian):
              labels (i32[N] or u8[N, L]; absent without labels)
   | SHA-256 of every byte before it (32 bytes)
 
-`save` writes a temporary file in the target directory, fsyncs it and renames
-it over the target, so a crash never leaves a partial index under that name.
-`load` checks the magic, version, size and checksum before parsing anything.
+`save` writes through `paths.atomic_write` (temp file, fsync, rename), so a
+crash never leaves a partial index under that name. `load` checks the magic,
+version, size and checksum before parsing anything.
 
-Search is `ranking.hamming_topk` (exact; ascending distance, ties by ascending
-row): on one device against a `ranking.prepare_codes` layout kept by the
-index, or with `mesh=` against the codes sharded over the mesh's data axis.
+Search (`Index.topk`) is `ranking.hamming_topk` (exact; ascending distance,
+ties by ascending row): on one device against a `ranking.prepare_codes`
+layout kept by the index, or with `mesh=` against the codes sharded over the
+mesh's data axis. Leaving given rows out (a query's own row) searches k + 1
+and drops the excluded row, else the last: the k best of the remaining rows
+in the same order, so the result stays exact.
 
-`build_indexes` / `Index.build` encode every example of a prepared dataset
-split with the encoders of a training run (`trained.load_trained`; one index
-per modality) and record in the metadata where the rows came from: row r of
-a built index is example r of metadata["data"] (name, data_dir, split).
-
-  python -m rs_jax.index build --checkpoint TRAIN_WORKDIR --out PATH
-      [--data_name N --data_dir D --split all --modality s2]
-  python launch.py --config configs/index.py --config.checkpoint=TRAIN_WORKDIR
-      --workdir OUT                       (writes OUT/index_<modality>.rsidx)
-  python -m rs_jax.index search --index PATH --ids ID1,ID2 --k 10 [--json F]
-  python -m rs_jax.index search --index PATH --codes Q.npy --k 10
-  python -m rs_jax.index search --index PATH --image FILE [--image FILE ...]
-      [--checkpoint TRAIN_WORKDIR --modality s1] --k 10 --json F --sheet P.png
-
-Query images: a .npy array [H, W, C]; a BigEarthNet patch folder of GeoTIFF
-bands (NAME_B01.tif ... or NAME_VV.tif, NAME_VH.tif); any other file is read
-by PIL as RGB. Sizes are never changed: the encoder's H x W x C is required.
+Building an index from a training run is `rs_jax.index_build`, the command
+line `rs_jax.index_cli`, the launch task `rs_jax.index_task`.
 """
-import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 import struct
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rs_jax import compile_cache
 from rs_jax import hashing
-from rs_jax import input_pipeline
 from rs_jax import paths
 from rs_jax import ranking
-from rs_jax import sharding
 
 MAGIC = b"RSJAXIDX"
 FORMAT_VERSION = 1
@@ -185,18 +171,6 @@ class Index:
     """Index of packed uint32[N, W] codes; ids: N unique str or int."""
     return cls(codes, num_bits, ids, labels, metadata or {})
 
-  @classmethod
-  def build(cls, checkpoint_dir, data_name=None, data_dir=None, split="all",
-            *, modality=None, batch_size=256):
-    """The index of one modality (default: the run's only one) of a
-    prepared dataset split; see `build_indexes`."""
-    from rs_jax import trained  # pylint: disable=g-import-not-at-top
-    if modality is None:
-      modality = _only_modality(trained.load_config(checkpoint_dir))
-    indexes = build_indexes(checkpoint_dir, data_name, data_dir, split,
-                            modalities=(modality,), batch_size=batch_size)
-    return indexes[modality]
-
   def __len__(self):
     return len(self.codes)
 
@@ -214,29 +188,42 @@ class Index:
       raise ValueError(f"k = {k} exceeds the {len(self) - extra} codes "
                        "the index can return")
 
-  def _topk(self, query_codes, k, mesh=None, axis="data", exclude=None):
-    """(int32[Q, k] distances, int[Q, k] rows) of `hamming_topk`; rows
-    `exclude` int[Q] (one per query) are left out of the results."""
+  def topk(self, query_codes, k, *, exclude=None, mesh=None, axis="data",
+           one_shot=False):
+    """k nearest rows of each query by Hamming distance.
+
+    Args:
+      query_codes: uint32[Q, W] codes of the index's length.
+      k: 1 <= k <= len(self) (len(self) - 1 with `exclude`).
+      exclude: optional int[Q], one row per query left out of its results
+        (e.g. the query's own row); the other rows keep their order.
+      mesh: optional mesh; the codes are sharded over its axis `axis`.
+      one_shot: for a process that searches once (one device): no layout is
+        kept, and the program comes from `compile_cache.exported` (traced
+        once per cache directory) instead of being traced again.
+    Returns:
+      (distances int32[Q, k], rows int32[Q, k]): ascending distance, ties by
+      ascending row (the `ranking.hamming_topk` rule).
+    """
     self._check_k(k, extra=int(exclude is not None))
     q = _check_codes(query_codes, self.num_bits, "query_codes")
+    if exclude is not None:
+      exclude = np.asarray(exclude)
+      if exclude.shape != (len(q),):
+        raise ValueError(f"exclude: need one row per query ({len(q)}), got "
+                         f"shape {exclude.shape}")
     if not len(q):
       return np.zeros((0, k), np.int32), np.zeros((0, k), np.int32)
     kk = k + (exclude is not None)
-    if mesh is None:
-      prepared = self._cache.get("prepared")
-      if prepared is None or kk > prepared.planes.shape[2]:
-        prepared = self._cache["prepared"] = ranking.prepare_codes(
-            jnp.asarray(self.codes), kk)
-      db = prepared
+    if one_shot and mesh is None:
+      dist, rows = compile_cache.exported(
+          f"hamming_topk(k={kk})", functools.partial(ranking.hamming_topk,
+                                                     k=kk),
+          q, self.codes, modules=(ranking, hashing))
     else:
-      db = self._cache.get(("mesh", mesh, axis))
-      if db is None:
-        even = len(self) % mesh.shape[axis] == 0
-        # Uneven N: hamming_topk pads and shards the rows on each call.
-        db = self._cache["mesh", mesh, axis] = jax.device_put(
-            self.codes, jax.NamedSharding(mesh, jax.P(axis)) if even else None)
-    dist, rows = ranking.hamming_topk(jnp.asarray(q), db, kk, mesh=mesh,
-                                      axis=axis)
+      db = self._database(kk, mesh, axis)
+      dist, rows = ranking.hamming_topk(jnp.asarray(q), db, kk, mesh=mesh,
+                                        axis=axis)
     dist, rows = np.asarray(dist), np.asarray(rows)
     if exclude is None:
       return dist, rows
@@ -244,6 +231,23 @@ class Index:
     keep = np.argsort(rows == exclude[:, None], axis=1, kind="stable")[:, :k]
     return (np.take_along_axis(dist, keep, 1),
             np.take_along_axis(rows, keep, 1))
+
+  def _database(self, k, mesh, axis):
+    """The codes as `hamming_topk` takes them: a cached `prepare_codes`
+    layout on one device, or the codes sharded over `axis` of `mesh`."""
+    if mesh is None:
+      prepared = self._cache.get("prepared")
+      if prepared is None or k > prepared.planes.shape[2]:
+        prepared = self._cache["prepared"] = ranking.prepare_codes(
+            jnp.asarray(self.codes), k)
+      return prepared
+    db = self._cache.get(("mesh", mesh, axis))
+    if db is None:
+      even = len(self) % mesh.shape[axis] == 0
+      # Uneven N: hamming_topk pads and shards the rows on each call.
+      db = self._cache["mesh", mesh, axis] = jax.device_put(
+          self.codes, jax.NamedSharding(mesh, jax.P(axis)) if even else None)
+    return db
 
   def search(self, query_codes, k, *, mesh=None, axis="data"):
     """k nearest codes of each query by Hamming distance.
@@ -256,7 +260,7 @@ class Index:
       (distances int32[Q, k], ids [Q, k]): ascending distance, ties by
       ascending row in the index (the `ranking.hamming_topk` rule).
     """
-    dist, rows = self._topk(query_codes, k, mesh, axis)
+    dist, rows = self.topk(query_codes, k, mesh=mesh, axis=axis)
     return dist, self.ids[rows]
 
   def rows(self, ids):
@@ -287,8 +291,8 @@ class Index:
     (other rows with the same code stay); the rest keep their order.
     """
     rows = self.rows(query_ids)
-    dist, got = self._topk(self.codes[rows], k, mesh, axis,
-                           exclude=rows if exclude_self else None)
+    dist, got = self.topk(self.codes[rows], k, mesh=mesh, axis=axis,
+                          exclude=rows if exclude_self else None)
     return dist, self.ids[got]
 
   def check_compatible(self, query_bits, query_metadata=None):
@@ -408,342 +412,3 @@ class Index:
       labels = np.frombuffer(data, dtype, int(np.prod(shape)),
                              start).reshape(shape)
     return cls(codes, header["num_bits"], ids, labels, header["metadata"])
-
-
-# Building from a trained run.
-
-ID_KEYS = ("patch_name", "filename")  # the first one an example has is its id
-
-
-def _only_modality(config):
-  inputs = list(config.data.inputs)
-  if len(inputs) != 1:
-    raise ValueError(f"the run has encoders for {inputs}; name a modality")
-  return inputs[0]
-
-
-@dataclasses.dataclass
-class _Archive(input_pipeline.Data):
-  """`Data` of the split to index: its one eval pass (`Evaluator.
-  encode_split`) also collects each row's id (`id_key`, else its index)."""
-  id_key: str | None = None
-  ids: np.ndarray | None = None
-
-  def eval_batches(self, split):
-    from rs_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-    n = len(self.sources[split])
-    self.ids = np.arange(n) if self.id_key is None else np.empty(n, object)
-    keys = self.keys + [self.id_key] * (self.id_key is not None)
-    for batch in pipeline.eval_batches(self.sources[split], keys=keys,
-                                       batch_size=self.eval_batch_size):
-      if self.id_key is not None:
-        mask = batch["mask"]
-        self.ids[batch["index"][mask]] = [
-            i.decode("utf-8") if isinstance(i, bytes) else str(i)
-            for i in batch[self.id_key][mask]]
-      yield batch
-
-
-def build_indexes(checkpoint_dir, data_name=None, data_dir=None, split="all",
-                  *, modalities=None, batch_size=256):
-  """{modality: Index} of every example of a prepared dataset split.
-
-  Encodes the split once with the run's encoders (restored best state;
-  `trained.load_trained`) in batches sharded over all local devices
-  (`evaluate.Evaluator.encode_split`), then binarizes and packs (MiLaN
-  eq. 5). data_name / data_dir default to the run's training data; the
-  split must have the run's label key and its images the encoder's shape.
-  Ids: the examples' patch_name or filename, else their position. Metadata:
-  modality, model_pair, num_bits, checkpoint (workdir, step directory,
-  sha256), the model config, label_key and data (name, data_dir, split,
-  num_rows: row r < num_rows is example r of that split).
-  """
-  from rs_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-  from rs_jax import evaluate  # pylint: disable=g-import-not-at-top
-  from rs_jax import trained  # pylint: disable=g-import-not-at-top
-  if jax.process_count() > 1:
-    raise NotImplementedError(
-        "building an index runs in one process (all its local devices); "
-        f"this job has {jax.process_count()} processes")
-  restored = trained.load_trained(checkpoint_dir)
-  modalities = list(modalities or restored.config.data.inputs)
-  for m in modalities:
-    restored.check_modality(m)
-  train_data = input_pipeline.resolve_dirs(restored.config.data,
-                                           restored.workdir)
-  name = data_name or train_data.name
-  data_dir = os.path.abspath(data_dir or train_data.data_dir)
-  source = data_lib.load(name, split, data_dir)
-  if not len(source):
-    raise ValueError(f"{name} split {split!r} in {data_dir} is empty")
-  example = source[0]
-  label_key = restored.config.data.label_key
-  for key, want in [(label_key, None),
-                    *((m, restored.input_shapes[m]) for m in modalities)]:
-    if key not in example:
-      raise ValueError(f"{name} split {split!r}: examples have no {key!r}"
-                       f" (they have {sorted(example)})")
-    if want is not None and np.shape(example[key]) != want:
-      raise ValueError(f"{name} split {split!r}: {key!r} images are "
-                       f"{np.shape(example[key])}, the encoder expects "
-                       f"{want}")
-  id_key = next((k for k in ID_KEYS if k in example), None)
-  mesh = sharding.create_mesh(jax.local_devices())
-  devices = mesh.shape["data"]
-  archive = _Archive(
-      sources={split: source}, images={split: source},
-      inputs=tuple(modalities),
-      label_key=label_key, stats=restored.stats, train_config=None,
-      eval_batch_size=-(-batch_size // devices) * devices, id_key=id_key)
-  evaluator = evaluate.Evaluator({m: restored.models[m] for m in modalities},
-                                 archive, mesh, ks=())
-  outputs, labels = evaluator.encode_split(restored.state, split)
-  metadata = dict(
-      model_pair=restored.model_pair, num_bits=restored.bits,
-      checkpoint=dict(workdir=restored.workdir, path=restored.checkpoint,
-                      step=restored.step, sha256=restored.checksum),
-      model=restored.config.model.to_dict(), label_key=label_key,
-      data=dict(name=name, data_dir=data_dir, split=split,
-                num_rows=len(source), id_key=id_key))
-  ids, labels = archive.ids.tolist(), np.asarray(labels)
-  return {m: Index(np.asarray(evaluate.packed_codes(outputs[m])),
-                   restored.bits, ids, labels, dict(metadata, modality=m))
-          for m in modalities}
-
-
-def index_path(out, modality, several):
-  """`out`, or with several modalities out's stem + '_<modality>'."""
-  if not several:
-    return out
-  stem, ext = os.path.splitext(out)
-  return f"{stem}_{modality}{ext}"
-
-
-def run(config, workdir):
-  """launch.py task: WORKDIR/index_<modality>.rsidx for each modality."""
-  if not config.checkpoint:
-    raise ValueError("config.checkpoint: name the training workdir")
-  indexes = build_indexes(
-      config.checkpoint, config.data.name or None,
-      config.data.data_dir or None, config.data.split,
-      modalities=[config.modality] if config.modality else None,
-      batch_size=config.batch_size)
-  paths = {}
-  for m, index in indexes.items():
-    paths[m] = os.path.join(workdir, f"index_{m}.rsidx")
-    if jax.process_index() == 0:
-      index.save(paths[m])
-  return paths
-
-
-# Query images.
-
-
-def read_image(path, modality, shape):
-  """One query image file -> array [H, W, C] of the encoder's `shape`.
-
-  A folder is a BigEarthNet patch (its S2 bands for modality "s2", VV/VH for
-  "s1"; `bigearthnet.patches.read_patch`), a .npy file an array [H, W, C],
-  any other file an image PIL reads (as uint8 RGB). ValueError naming the
-  file when its size or band count differs from `shape`.
-  """
-  path = os.fspath(path)
-  if os.path.isdir(path):
-    # pylint: disable-next=g-import-not-at-top
-    from rs_jax.data.bigearthnet import patches
-    bands = {"s2": patches.S2_BANDS, "s1": patches.S1_BANDS}.get(modality)
-    if bands is None:
-      raise ValueError(f"{path}: a folder is read as a BigEarthNet patch, "
-                       f"which needs modality s1 or s2, not {modality!r}")
-    image = patches.read_patch(path, bands)
-  elif path.endswith(".npy"):
-    image = np.load(path)
-    if not np.issubdtype(image.dtype, np.number):
-      raise ValueError(f"{path}: expected a numeric array, got {image.dtype}")
-    if image.ndim == 3 and not np.isfinite(image).all():
-      raise ValueError(f"{path}: has NaN/inf values")
-  else:
-    import PIL.Image  # pylint: disable=g-import-not-at-top
-    try:
-      with PIL.Image.open(path) as im:
-        image = np.asarray(im.convert("RGB"))
-    except (OSError, ValueError) as e:
-      raise ValueError(f"{path}: not a readable image ({e})") from None
-  if image.ndim != 3:
-    raise ValueError(f"{path}: expected an image [H, W, C], got shape "
-                     f"{image.shape}")
-  if image.shape[-1] != shape[-1]:
-    raise ValueError(f"{path}: has {image.shape[-1]} bands, the {modality} "
-                     f"encoder expects {shape[-1]}")
-  if image.shape[:2] != tuple(shape[:2]):
-    raise ValueError(f"{path}: is {image.shape[0]}x{image.shape[1]} pixels, "
-                     f"the {modality} encoder expects {shape[0]}x{shape[1]} "
-                     "(resize or crop it first)")
-  return image
-
-
-def archive_images(index, rows):
-  """Images [..., H, W, C] of index rows, read back from the prepared
-  dataset recorded at build time (metadata["data"])."""
-  from rs_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-  info = index.metadata.get("data")
-  rows = np.asarray(rows)
-  if info is None:
-    raise ValueError("the index records no dataset (not built by "
-                     "build_indexes): no images to show")
-  if rows.size and rows.max() >= info["num_rows"]:
-    raise ValueError(f"row {int(rows.max())} was added after the index was "
-                     f"built from {info['name']} ({info['num_rows']} rows): "
-                     "no image")
-  source = data_lib.load(info["name"], info["split"], info["data_dir"])
-  key = index.metadata["modality"]
-  images = [np.asarray(source[int(r)][key]) for r in rows.ravel()]
-  return np.stack(images).reshape(*rows.shape, *images[0].shape)
-
-
-# Command line.
-
-
-def _result_labels(labels, row):
-  """JSON labels of one row: a class id, or the list of active labels."""
-  if labels.ndim == 1:
-    return int(labels[row])
-  return np.flatnonzero(labels[row]).tolist()
-
-
-def _queries(args, index):
-  """-> (names, codes or None, query rows or None, images or None,
-  modality) of the query given by --ids, --codes or --image."""
-  modality = index.metadata.get("modality")
-  if args.ids is not None:
-    names = [s for s in args.ids.split(",") if s]
-    if not names:
-      raise ValueError("--ids: no ids given")
-    if _kind(index.ids) == "int":
-      try:
-        names = [int(s) for s in names]
-      except ValueError as e:
-        raise ValueError(f"--ids: the index has int ids: {e}") from None
-    rows = index.rows(names)
-    images = archive_images(index, rows) if args.sheet else None
-    return names, index.codes[rows], rows, images, modality
-  if args.codes is not None:
-    if args.sheet:
-      raise ValueError("--sheet needs --ids or --image queries (codes have "
-                       "no picture)")
-    codes = np.load(args.codes)
-    if args.query_metadata:
-      with open(args.query_metadata) as f:
-        meta = json.load(f)
-      index.check_compatible(meta.get("num_bits", index.num_bits), meta)
-    return ([f"{args.codes}[{i}]" for i in range(len(codes))], codes, None,
-            None, modality)
-  from rs_jax import trained  # pylint: disable=g-import-not-at-top
-  modality = args.modality or modality
-  workdir = args.checkpoint or index.metadata.get("checkpoint", {}).get(
-      "workdir")
-  if not workdir:
-    raise ValueError("--image needs --checkpoint (the index names no run)")
-  if modality is None:
-    raise ValueError("--image needs --modality (the index names none)")
-  restored = trained.load_trained(workdir)
-  restored.check_modality(modality)
-  index.check_compatible(restored.bits, {"modality": modality,
-                                         "model_pair": restored.model_pair})
-  shape = restored.input_shapes[modality]
-  images = np.stack([read_image(p, modality, shape) for p in args.image])
-  return (list(args.image), restored.encode(modality, images), None, images,
-          modality)
-
-
-def _search_command(args):
-  index = Index.load(args.index)
-  names, codes, rows, images, modality = _queries(args, index)
-  dist, got = index._topk(codes, args.k, exclude=None
-                          if rows is None or args.include_self else rows)
-  out = []
-  for query, d_row, r_row in zip(names, dist.tolist(), got.tolist()):
-    results = []
-    for d, r in zip(d_row, r_row):
-      item = {"id": index.ids[r].item(), "distance": d}
-      if index.labels is not None:
-        item["labels"] = _result_labels(index.labels, r)
-      results.append(item)
-    out.append({"query": query, "results": results})
-  text = json.dumps(out, indent=1)
-  if args.json:
-    with open(args.json, "w") as f:
-      f.write(text + "\n")
-  print(text)
-  if args.sheet:
-    from rs_jax import viz  # pylint: disable=g-import-not-at-top
-    labels = index.labels
-    if labels is None:
-      labels = np.zeros(len(index), np.int32)
-    # Image queries have no known labels: all-zero (no label shared).
-    query_labels = (labels[rows] if rows is not None else
-                    np.zeros((len(names), *labels.shape[1:]), labels.dtype))
-    viz.retrieval_sheet(
-        args.sheet, query_images=images, query_labels=query_labels,
-        result_images=archive_images(index, got), result_labels=labels[got],
-        distances=dist, modality=modality,
-        result_modality=index.metadata["modality"])
-
-
-def _build_command(args):
-  modalities = [args.modality] if args.modality else None
-  indexes = build_indexes(args.checkpoint, args.data_name, args.data_dir,
-                          args.split, modalities=modalities,
-                          batch_size=args.batch_size)
-  for m, index in indexes.items():
-    path = index_path(args.out, m, len(indexes) > 1)
-    index.save(path)
-    print(f"{path}: {len(index)} {m} codes of {index.num_bits} bits")
-
-
-def main(argv=None):
-  parser = argparse.ArgumentParser(
-      prog="python -m rs_jax.index",
-      description="Build an archive index from a trained run, or search one.")
-  commands = parser.add_subparsers(dest="command", required=True)
-  build = commands.add_parser(
-      "build", help="encode a prepared dataset split with a trained run")
-  build.add_argument("--checkpoint", required=True,
-                     help="training workdir (with config.json, checkpoints/)")
-  build.add_argument("--out", required=True, help="index file to write; "
-                     "with several modalities, one per modality: "
-                     "STEM_<modality>.EXT")
-  build.add_argument("--data_name", help="dataset (default: the run's)")
-  build.add_argument("--data_dir", help="prepared data (default: the run's)")
-  build.add_argument("--split", default="all", help="split, or 'all'")
-  build.add_argument("--modality", help="one encoder (default: all)")
-  build.add_argument("--batch_size", type=int, default=256)
-  search = commands.add_parser(
-      "search", help="top-k by Hamming distance, as JSON")
-  search.add_argument("--index", required=True, help="index file")
-  query = search.add_mutually_exclusive_group(required=True)
-  query.add_argument("--ids", help="comma-separated ids in the index")
-  query.add_argument("--codes", help=".npy of uint32[Q, W] packed codes")
-  query.add_argument("--image", action="append", help="query image: a .npy "
-                     "[H, W, C], a BigEarthNet patch folder, or an image "
-                     "file PIL reads (repeat for several)")
-  search.add_argument("--query_metadata", help="JSON metadata of the "
-                      "--codes encoder (num_bits, modality, model_pair)")
-  search.add_argument("--checkpoint", help="with --image: training workdir "
-                      "whose encoder encodes it (default: the index's run)")
-  search.add_argument("--modality", help="with --image: the query's "
-                      "modality (default: the index's)")
-  search.add_argument("--k", type=int, default=10)
-  search.add_argument("--include_self", action="store_true",
-                      help="with --ids, keep the query itself in results")
-  search.add_argument("--json", help="also write the results here")
-  search.add_argument("--sheet", help="PNG of each query and its top k")
-  args = parser.parse_args(argv)
-  try:
-    {"build": _build_command, "search": _search_command}[args.command](args)
-  except (ValueError, KeyError, TypeError, OSError) as e:
-    sys.exit(f"error: {e.args[0] if isinstance(e, KeyError) else e}")
-
-
-if __name__ == "__main__":
-  main()

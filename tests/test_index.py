@@ -1,5 +1,6 @@
 """rs_jax.index: file round trip, append, corruption, cross-modal rule,
-search by id, sharded search and the CLI, against NumPy references."""
+search by id, exclusion, sharded search, and the rs_jax.index_cli command
+line, against NumPy references."""
 import json
 import os
 import subprocess
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from rs_jax import hashing, ranking
-from rs_jax.index import FORMAT_VERSION, Index, IndexFileError, main
+from rs_jax.index import FORMAT_VERSION, Index, IndexFileError
 
 N, BITS, K = 300, 40, 10  # 40 bits: two words, the last one padded
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -202,6 +203,19 @@ def test_search_ids_with_and_without_self(data, index):
     index.search_ids(query_ids, N)
 
 
+def test_topk_excludes_given_rows(data, index):
+  codes, queries = data["codes"], data["queries"]
+  d, rows = index.topk(queries, K)
+  np.testing.assert_array_equal((d, rows), np_topk(queries, codes, K))
+  # Leave out each query's 3rd result (present) or row 1 (mostly absent).
+  for exclude in (rows[:, 2], np.ones(len(queries), int)):
+    got = index.topk(queries, K, exclude=exclude)
+    np.testing.assert_array_equal(got, np_topk(queries, codes, K, exclude))
+  with pytest.raises(ValueError, match=r"exclude: need one row per query "
+                     r"\(7\), got shape \(2,\)"):
+    index.topk(queries, K, exclude=[0, 1])
+
+
 def test_check_compatible(index):
   s1 = {"modality": "s1", "model_pair": "run-1"}
   index.check_compatible(BITS, s1)  # S1 query, same pair: accepted
@@ -283,39 +297,59 @@ def _expected_json(index, queries, dist, ids):
           for q, row in zip(queries, zip(dist, ids.tolist(), rows))]
 
 
+def cli(tmp_path, *args):
+  """`python -m rs_jax.index_cli ARGS` with a compilation cache in tmp_path
+  -> the finished process."""
+  return subprocess.run(
+      [sys.executable, "-m", "rs_jax.index_cli", *map(str, args)], cwd=ROOT,
+      capture_output=True, text=True, timeout=300, check=False,
+      env={**os.environ, "RS_JAX_COMPILATION_CACHE": str(tmp_path / "cache")})
+
+
 def test_cli_search_by_id_end_to_end(data, index, tmp_path):
   path, out = tmp_path / "archive.rsidx", tmp_path / "out.json"
   index.save(path)
   queries = data["ids"][:7]
-  proc = subprocess.run(
-      [sys.executable, "-m", "rs_jax.index", "search", "--index", str(path),
-       "--ids", ",".join(queries), "--k", str(K - 1), "--json", str(out)],
-      cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
-  assert proc.returncode == 0, proc.stderr
-  want = _expected_json(index, queries, *index.search_ids(queries, K - 1))
-  assert json.loads(out.read_text()) == want
-  assert json.loads(proc.stdout) == want
+  for _ in range(2):  # the second run reads its programs from the cache
+    proc = cli(tmp_path, "search", "--index", path, "--ids",
+               ",".join(queries), "--k", K - 1, "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    want = _expected_json(index, queries, *index.search_ids(queries, K - 1))
+    assert json.loads(out.read_text()) == want
+    assert json.loads(proc.stdout) == want
+  # The compiled program and the traced one (compile_cache.exported).
+  assert len(os.listdir(tmp_path / "cache")) > 1
+  assert os.listdir(tmp_path / "cache" / "exported")
 
 
-def test_cli_search_by_codes_and_errors(data, index, tmp_path, capsys):
+def test_cli_search_by_codes_and_errors(data, index, tmp_path):
   path, codes = tmp_path / "archive.rsidx", tmp_path / "q.npy"
   index.save(path)
   np.save(codes, data["queries"])
   meta = tmp_path / "meta.json"
   meta.write_text(json.dumps({"num_bits": BITS, "modality": "s1",
                               "model_pair": "run-1"}))
-  main(["search", "--index", str(path), "--codes", str(codes),
-        "--query_metadata", str(meta), "--k", str(K)])
+  proc = cli(tmp_path, "search", "--index", path, "--codes", codes,
+             "--query_metadata", meta, "--k", K)
+  assert proc.returncode == 0, proc.stderr
   want = _expected_json(index, [f"{codes}[{i}]" for i in range(7)],
                         *index.search(data["queries"], K))
-  assert json.loads(capsys.readouterr().out) == want
+  assert json.loads(proc.stdout) == want
 
   meta.write_text(json.dumps({"num_bits": BITS, "model_pair": "run-2"}))
-  with pytest.raises(SystemExit, match="model pair mismatch"):
-    main(["search", "--index", str(path), "--codes", str(codes),
-          "--query_metadata", str(meta)])
-  with pytest.raises(SystemExit, match="'missing' is not in the index"):
-    main(["search", "--index", str(path), "--ids", "missing"])
-  _rewrite(path, _flip(-40))
-  with pytest.raises(SystemExit, match="checksum mismatch"):
-    main(["search", "--index", str(path), "--ids", data["ids"][0]])
+  corrupt = tmp_path / "corrupt.rsidx"
+  index.save(corrupt)
+  _rewrite(corrupt, _flip(-40))
+  cases = [
+      (["--codes", codes, "--query_metadata", meta], "model pair mismatch"),
+      (["--ids", "missing"], "'missing' is not in the index"),
+      (["--ids", ","], "--ids: no ids given"),
+      (["--ids", data["ids"][0], "--codes", codes], "exactly one of"),
+      (["--ids", data["ids"][0], "--k", N], f"k = {N} exceeds the {N - 1}"),
+  ]
+  for args, message in cases:
+    proc = cli(tmp_path, "search", "--index", path, *args)
+    assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+  proc = cli(tmp_path, "search", "--index", corrupt, "--ids", data["ids"][0])
+  assert proc.returncode == 1 and "checksum mismatch" in proc.stderr

@@ -1,8 +1,9 @@
-"""Index.build / build_indexes from a trained S1+S2 run, queries by image
-file, cross-modal rules, the sheet and launch.py, against direct encoding
-and NumPy references."""
+"""index_build from a trained S1+S2 run, queries by image file (also
+through rs_jax.index_cli), cross-modal rules, the sheet and launch.py,
+against direct encoding and NumPy references."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,9 @@ import pytest
 import tifffile
 
 from rs_jax import data, ranking, train, trained
-from rs_jax.index import Index, build_indexes, main, read_image
+from rs_jax import index_build
+from rs_jax.data.query_images import read_image
+from rs_jax.index import Index
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_train import OPTIONS, tiny_config  # pylint: disable=C0413
@@ -39,7 +42,7 @@ def run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("runs") / "run_a"
   train.train_and_evaluate(config, str(workdir))
   (workdir / "config.json").write_text(config.to_json_best_effort())
-  indexes = build_indexes(workdir, batch_size=20)  # 160 rows: padded batch
+  indexes = index_build.build_indexes(workdir, batch_size=20)  # 160 rows: padded batch
   return dict(workdir=workdir, data_dir=data_dir, indexes=indexes,
               source=data.load("synthetic", "all", data_dir),
               restored=trained.load_trained(workdir))
@@ -95,10 +98,29 @@ def test_build_save_load_search_equals_direct_encoding(run, tmp_path):
   assert pairs == {f"run_a:{restored.checksum}"}  # S1 and S2: one pair
 
 
+def cli(tmp_path, *args):
+  """`python -m rs_jax.index_cli search ARGS` -> the finished process."""
+  return subprocess.run(
+      [sys.executable, "-m", "rs_jax.index_cli", "search", *map(str, args)],
+      cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+      env={**os.environ, "RS_JAX_COMPILATION_CACHE": str(tmp_path / "c")})
+
+
 def search_json(tmp_path, *args):
   out = tmp_path / "out.json"
-  main(["search", *map(str, args), "--k", str(K), "--json", str(out)])
-  return json.loads(out.read_text())
+  proc = cli(tmp_path, *args, "--k", K, "--json", out)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  got = json.loads(out.read_text())
+  assert json.loads(proc.stdout) == got
+  return got
+
+
+def cli_error(tmp_path, *args):
+  """stderr of a CLI search that must fail with a message, no traceback."""
+  proc = cli(tmp_path, *args)
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr, (
+      proc.stderr[-3000:])
+  return proc.stderr
 
 
 def test_query_by_npy_equals_query_by_code_cross_modal(run, tmp_path):
@@ -122,7 +144,7 @@ def test_query_by_npy_equals_query_by_code_cross_modal(run, tmp_path):
   assert (tmp_path / "sheet.png").read_bytes()[:8] == PNG
 
 
-def test_search_by_id_with_sheet(run, tmp_path, capsys):
+def test_search_by_id_with_sheet(run, tmp_path):
   index = run["indexes"]["s2"]
   index.save(tmp_path / "s2.rsidx")
   query = index.ids[:2].tolist()
@@ -131,7 +153,6 @@ def test_search_by_id_with_sheet(run, tmp_path, capsys):
   dist, ids = index.search_ids(query, K)
   assert [[x["id"] for x in g["results"]] for g in got] == ids.tolist()
   assert (tmp_path / "ids.png").read_bytes()[:8] == PNG
-  assert json.loads(capsys.readouterr().out) == got
 
 
 def test_other_run_is_refused_and_checksum_follows_files(run, tmp_path):
@@ -139,10 +160,10 @@ def test_other_run_is_refused_and_checksum_follows_files(run, tmp_path):
   shutil.copytree(run["workdir"], other)
   run["indexes"]["s2"].save(tmp_path / "s2.rsidx")
   np.save(tmp_path / "q.npy", run["source"][0]["s2"])
-  with pytest.raises(SystemExit, match="model pair mismatch: the index was "
-                     "built by model pair 'run_a:.*'run_b:"):
-    main(["search", "--index", str(tmp_path / "s2.rsidx"), "--image",
-          str(tmp_path / "q.npy"), "--checkpoint", str(other)])
+  err = cli_error(tmp_path, "--index", tmp_path / "s2.rsidx", "--image",
+                  tmp_path / "q.npy", "--checkpoint", other)
+  assert re.search("model pair mismatch: the index was built by model pair "
+                   "'run_a:.*'run_b:", err), err
   ckpt = run["restored"].checkpoint.replace(str(run["workdir"]), str(other))
   assert trained.checkpoint_checksum(ckpt) == run["restored"].checksum
   some_file = os.path.join(ckpt, "_CHECKPOINT_METADATA")
@@ -180,16 +201,16 @@ def test_bad_query_images(run, tmp_path):
       read_image(patch, "s1", (120, 120, 2)), np.zeros((120, 120, 2)))
   # Through the CLI: the same errors, and a modality the run has not.
   run["indexes"]["s1"].save(tmp_path / "s1.rsidx")
-  with pytest.raises(SystemExit, match="s2.npy: has 12 bands"):
-    main(["search", "--index", str(tmp_path / "s1.rsidx"), "--image",
-          str(tmp_path / "s2.npy")])
-  with pytest.raises(SystemExit, match=r"modality 'rgb': the run .* has "
-                     r"encoders for \['s1', 's2'\]"):
-    main(["search", "--index", str(tmp_path / "s1.rsidx"), "--image",
-          str(tmp_path / "rgb.png"), "--modality", "rgb"])
+  assert "s2.npy: has 12 bands" in cli_error(
+      tmp_path, "--index", tmp_path / "s1.rsidx", "--image",
+      tmp_path / "s2.npy")
+  err = cli_error(tmp_path, "--index", tmp_path / "s1.rsidx", "--image",
+                  tmp_path / "rgb.png", "--modality", "rgb")
+  assert re.search(r"modality 'rgb': the run .* has encoders for "
+                   r"\['s1', 's2'\]", err), err
   with pytest.raises(ValueError, match=r"the run has encoders for \['s1', "
                      r"'s2'\]; name a modality"):
-    Index.build(run["workdir"])
+    index_build.build_index(run["workdir"])
 
 
 def test_launch_index_task(run, tmp_path):
