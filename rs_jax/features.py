@@ -74,8 +74,8 @@ def cache_key(config, split, modality, num_views) -> str:
   if weights and os.path.exists(weights):
     st = os.stat(weights)
     weights = f"{os.path.abspath(weights)}:{st.st_size}:{st.st_mtime_ns}"
-  spec = dict(data=config.data.name, data_dir=os.path.abspath(
-      config.data.data_dir), options=config.data.get("options", {}).to_dict()
+  spec = dict(data=config.data.name, data_dir=str(paths.resolve(
+      config.data.data_dir)), options=config.data.get("options", {}).to_dict()
               if "options" in config.data else {}, split=split,
               modality=modality, backbone=m.backbone, weights=weights,
               crop_padding=m.get("crop_padding", 0), views=num_views)
@@ -111,8 +111,8 @@ def compute_features(config, source, modality, stats, *, views=(0,),
 
 def cached_sources(config, sources, stats):
   """{split: ArraySource of features}; computed on first use, then read."""
-  cache_dir = os.path.join(config.data.data_dir, "features")
-  os.makedirs(cache_dir, exist_ok=True)
+  cache_dir = paths.resolve(config.data.data_dir) / "features"
+  cache_dir.mkdir(parents=True, exist_ok=True)
   label_key = config.data.label_key
   out = {}
   for split, source in sources.items():
@@ -123,16 +123,16 @@ def cached_sources(config, sources, stats):
     arrays = {}
     for m in config.data.inputs:
       key = cache_key(config, split, m, num_views)
-      path = os.path.join(cache_dir, f"{config.model.backbone}-{split}-"
-                          f"{m}-{key}.npz")
-      if not os.path.exists(path):
+      path = cache_dir / f"{config.model.backbone}-{split}-{m}-{key}.npz"
+      if not path.exists():
         logging.info("computing %s features of %s/%s -> %s",
                      config.model.backbone, split, m, path)
         features = compute_features(config, source, m, stats.get(m),
                                     views=range(num_views))
         with paths.atomic_write(path) as f:
           np.savez(f, features=features)
-      arrays[m] = np.load(path)["features"]
+      with path.open("rb") as f:
+        arrays[m] = np.load(f)["features"]
     labels = sources_lib.columns(source, [label_key])[label_key]
     arrays[label_key] = np.concatenate([labels] * num_views)
     arrays["index"] = np.tile(np.arange(len(source)), num_views)

@@ -6,9 +6,12 @@ through `atomic_write`, so a reader sees the old file or the new one, never
 a part: locally a temporary file beside the target is fsynced, renamed over
 it and the directory fsynced; object stores publish an object only when
 its upload completes, so there the file is written in one piece.
+`create_new` makes a file only if it does not exist (locks), and
+`copy_file` streams a file between any two filesystems.
 """
 import contextlib
 import os
+import shutil
 import tempfile
 from typing import IO, Iterator
 
@@ -81,3 +84,28 @@ def write_bytes(path, data: bytes) -> None:
   """Replaces `path` with `data` atomically (`atomic_write`)."""
   with atomic_write(path, "wb") as f:
     f.write(data)
+
+
+def create_new(path, text: str) -> None:
+  """Creates `path` holding `text`; raises FileExistsError if it exists.
+
+  Locally with O_EXCL; on object stores with fsspec's create-only upload
+  (on GCS an `ifGenerationMatch=0` precondition), so of two writers racing
+  for the same name exactly one succeeds.
+  """
+  path = resolve(path)
+  if is_local(path):
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      f.write(text)
+    return
+  import fsspec  # pylint: disable=g-import-not-at-top
+  fs, name = fsspec.core.url_to_fs(os.fspath(path))
+  fs.pipe_file(name, text.encode("utf-8"), mode="create")
+
+
+def copy_file(src, dst, chunk_bytes: int = 16 << 20) -> None:
+  """Streams `src` to `dst` (any two filesystems, e.g. local -> gs://);
+  `dst` is replaced as by `atomic_write`."""
+  with resolve(src).open("rb") as r, atomic_write(dst, "wb") as w:
+    shutil.copyfileobj(r, w, chunk_bytes)

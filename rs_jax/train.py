@@ -10,6 +10,8 @@ the same global batch gives the same loss on 1 or 8 devices.
 Every `eval.every` steps the validation split is encoded and ranked
 (`evaluate.py`) and the best state by `config.eval.select` is checkpointed;
 the final test uses the best state. Resuming: rerun the same command.
+Metrics go to the log and to TensorBoard event files in the workdir
+(`event_writer`, through the path layer like every other file).
 """
 import json
 import time
@@ -25,6 +27,7 @@ from clu import periodic_actions
 from rs_jax import checkpoints
 from rs_jax import console
 from rs_jax import evaluate
+from rs_jax import event_writer
 from rs_jax import features
 from rs_jax import input_pipeline
 from rs_jax import losses
@@ -207,8 +210,9 @@ def _train_and_evaluate(config, workdir, devices) -> dict:
   state = jax.device_put(
       create_train_state(config, models, data.input_shapes, tx), replicated)
   is_main = jax.process_index() == 0
-  writer = metric_writers.create_default_writer(
-      str(workdir), just_logging=not is_main, asynchronous=False)
+  writer = metric_writers.MultiWriter(
+      [metric_writers.LoggingWriter()]
+      + ([event_writer.EventWriter(workdir)] if is_main else []))
   if is_main:
     parameter_overview.log_parameter_overview(state["params"])
   ckpt = checkpoints.Checkpoints(workdir, best_metric=config.eval.select)
@@ -263,6 +267,7 @@ def _train_and_evaluate(config, workdir, devices) -> dict:
       other_time += time.perf_counter() - t0
   except BaseException:
     ckpt.close()  # lets in-flight saves finish; a hard kill is safe too
+    writer.flush()
     raise
   jax.block_until_ready(state)
   train_time = time.perf_counter() - loop_start - other_time

@@ -12,8 +12,9 @@ index builds) enters first:
      appended to WORKDIR/config_changes.log.
   3. only then it writes config.json.
 Readers (index search, `trained.load_trained`) take no lock. With several
-processes only process 0 claims the workdir. On object stores (gs://) the
-lock is a plain object: it names the holder but is not atomic.
+processes only process 0 claims the workdir. The lock is created only if
+absent (`paths.create_new`): O_EXCL locally, a create-only upload on object
+stores (gs://), so two runs cannot both take it.
 """
 import contextlib
 import datetime
@@ -91,22 +92,12 @@ def _holder() -> dict:
 def _take_lock(path) -> None:
   """Creates the lock file, or raises WorkdirError naming its holder."""
   me = _holder()
-  text = json.dumps(me)
   for _ in range(2):
-    if not paths.is_local(path):
-      if path.exists():
-        _refuse_or_clear(path, me)
-        continue
-      path.write_text(text)
-      return
     try:
-      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      paths.create_new(path, json.dumps(me))
+      return
     except FileExistsError:
       _refuse_or_clear(path, me)
-      continue
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    return
   raise WorkdirError(f"{path}: could not take the lock")
 
 

@@ -2,7 +2,8 @@
 pipelines.
 
   prepare(name, manual_dir, data_dir, workers=, beam=, **options)
-                                builds a dataset once (local processes or Beam)
+                                builds a dataset once (local processes or Beam;
+                                a gs:// data_dir is staged locally)
   prepare_config(config.data)   the same, from an experiment's data config
   load(name, split, data_dir, **read_options)
                                 -> random-access source: len(), [i] -> dict,
@@ -18,10 +19,13 @@ TFDS's own `uc_merced` and `bigearthnet`.
 import functools
 import importlib
 import os
+import tempfile
 from typing import Any, Mapping, Sequence
 
+from absl import logging
 import numpy as np
 
+from rs_jax import paths
 from rs_jax.data import sources
 
 DATASETS = {
@@ -74,9 +78,10 @@ def prepare(name: str, manual_dir, data_dir, *, workers: int = 1,
           f"{b.data_path}: already prepared with options {stored}, not "
           f"{base.jsonable(b.options)}; use another data_dir or delete it")
     return b
+  if beam is None and not paths.is_local(data_dir):
+    return _prepare_remote(name, manual_dir, data_dir, workers, options)
   stale = sorted(b.data_path.parent.glob(f"incomplete.*_{b.data_path.name}"))
   if stale:
-    from absl import logging  # pylint: disable=g-import-not-at-top
     logging.warning("%s: left by interrupted preparations (never read; "
                     "delete them): %s", b.data_path.parent,
                     [p.name for p in stale])
@@ -98,6 +103,25 @@ def prepare_config(data_config, *, workers: int = 1,
   options = options.to_dict() if hasattr(options, "to_dict") else dict(options)
   return prepare(data_config.name, data_config.get("manual_dir") or None,
                  data_config.data_dir, workers=workers, beam=beam, **options)
+
+
+def _prepare_remote(name, manual_dir, data_dir, workers, options):
+  """Prepares in a local temporary directory (array_record writes local
+  files only), then copies the dataset into data_dir with its JSON files
+  last: TFDS takes a directory as prepared once dataset_info.json and
+  features.json are there, so an interrupted copy is redone by the next
+  run. Needs local disk space for one copy of the dataset."""
+  with tempfile.TemporaryDirectory(prefix="rs_jax-prepare-") as tmp:
+    local = prepare(name, manual_dir, tmp, workers=workers, **options)
+    src = paths.Path(local.data_path)
+    dst = paths.Path(builder(name, data_dir, options, workers).data_path)
+    logging.info("copying %s to %s", src, dst)
+    files = sorted((d / f for d, _, names in src.walk() for f in names),
+                   key=lambda f: (f.suffix == ".json",
+                                  f.name == "dataset_info.json", str(f)))
+    for f in files:
+      paths.copy_file(f, dst / f.relative_to(src))
+  return builder(name, data_dir, options, workers)
 
 
 def is_prepared(name: str, data_dir) -> bool:
