@@ -78,12 +78,16 @@ def emulator(tmp_path_factory):
 
 
 def emulator_env(url, closed_port, home):
-  """Environment of a run whose GCS clients all talk to the emulator."""
+  """Environment of a run whose GCS clients all talk to the emulator;
+  home: a local folder for the gcloud config and JAX's compilation cache."""
   closed = f"127.0.0.1:{closed_port}"
   env = {k: v for k, v in os.environ.items()
          if k not in ("GOOGLE_APPLICATION_CREDENTIALS", "CLOUDSDK_CONFIG")}
   env.update({
       "XLA_FLAGS": "",  # one CPU device: compiles fastest
+      # The resumed run reuses the first run's compiled programs.
+      "JAX_COMPILATION_CACHE_DIR": str(home / "jax-cache"),
+      "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
       "EPATH_USE_TF": "false",  # epath: gs:// through fsspec (gcsfs)
       "STORAGE_EMULATOR_HOST": url,  # gcsfs
       "FSSPEC_GS_TOKEN": "anon",  # gcsfs: no credential lookup
@@ -94,7 +98,8 @@ def emulator_env(url, closed_port, home):
       "CLOUD_STORAGE_EMULATOR_ENDPOINT": url,  # array_record's GCS reader
       "NO_GCE_CHECK": "true", "GCE_METADATA_HOST": closed,
       "GCE_METADATA_ROOT": closed, "GCE_METADATA_IP": closed,
-      "CLOUDSDK_CONFIG": str(home),  # an empty gcloud config: no user ADC
+      # An empty gcloud config: no credentials of the user.
+      "CLOUDSDK_CONFIG": str(home / "gcloud"),
       "GOOGLE_CLOUD_PROJECT": "rs-jax-test",
   })
   return env
@@ -142,7 +147,7 @@ def train_loss_steps(url, name, tmp_path) -> list[int]:
 
 def test_train_on_gs_writes_there_and_resumes(emulator, tmp_path):
   url, closed_port = emulator
-  env = emulator_env(url, closed_port, tmp_path / "gcloud")
+  env = emulator_env(url, closed_port, tmp_path)
 
   first = launch(env, steps=2)
   assert first.returncode == 0, first.stderr[-3000:]

@@ -1,0 +1,34 @@
+"""paths.create_new / copy_file locally, and the workdir lock built on it
+(the gs:// side is in test_remote_storage.py)."""
+import ml_collections
+import pytest
+
+from rs_jax import paths
+from rs_jax import workdir
+
+
+def test_create_new_refuses_an_existing_file(tmp_path):
+  lock = tmp_path / "lock"
+  paths.create_new(lock, "first")
+  with pytest.raises(FileExistsError):
+    paths.create_new(lock, "second")
+  assert lock.read_text() == "first"
+
+
+def test_copy_file_replaces_the_target(tmp_path):
+  src, dst = tmp_path / "src.bin", tmp_path / "out" / "dst.bin"
+  src.write_bytes(bytes(range(256)) * 100)
+  paths.copy_file(src, dst, chunk_bytes=1000)
+  paths.copy_file(src, dst)
+  assert dst.read_bytes() == src.read_bytes()
+
+
+def test_second_claim_of_a_workdir_is_refused(tmp_path):
+  config = ml_collections.ConfigDict({"train": {"steps": 1}})
+  with workdir.claim(config, tmp_path):
+    with pytest.raises(workdir.WorkdirError, match="locked by process"):
+      with workdir.claim(config, tmp_path):
+        pass
+  assert not (tmp_path / workdir.LOCK).exists()
+  with workdir.claim(config, tmp_path):  # free again
+    pass
