@@ -4,12 +4,14 @@ Paths are `etils.epath.Path`: local paths and URLs (`gs://`, `s3://`, ...)
 as orbax and TFDS take them, never flattened through `os.path`. Writers go
 through `atomic_write`, so a reader sees the old file or the new one, never
 a part: locally a temporary file beside the target is fsynced, renamed over
-it and the directory fsynced; object stores publish an object only when
-its upload completes, so there the file is written in one piece.
+it and the directory fsynced; on object stores, which publish an object
+only when its upload completes, the content is spooled to a local temporary
+file and uploaded when the block ends.
 `create_new` makes a file only if it does not exist (locks), and
 `copy_file` streams a file between any two filesystems.
 """
 import contextlib
+import io
 import os
 import shutil
 import tempfile
@@ -48,7 +50,7 @@ def atomic_write(path, mode: str = "wb") -> Iterator[IO]:
   path = resolve(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   if not is_local(path):
-    with path.open(mode) as f:
+    with _upload_when_done(path, mode) as f:
       yield f
     return
   directory = os.fspath(path.parent)
@@ -72,6 +74,22 @@ def atomic_write(path, mode: str = "wb") -> Iterator[IO]:
     os.fsync(dir_fd)
   finally:
     os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def _upload_when_done(path, mode) -> Iterator[IO]:
+  """Spools the block's writes to a local temporary file and uploads it
+  only if the block ends without raising (closing an object store's file
+  would publish a part)."""
+  with tempfile.TemporaryFile() as spool:
+    f = io.TextIOWrapper(spool, encoding="utf-8") if mode == "w" else spool
+    yield f
+    f.flush()
+    if mode == "w":
+      f.detach()
+    spool.seek(0)
+    with path.open("wb") as out:
+      shutil.copyfileobj(spool, out, 16 << 20)
 
 
 def write_text(path, text: str) -> None:

@@ -199,3 +199,27 @@ def test_workdir_lock_on_gs_is_create_only(emulator, tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   assert out.stdout.strip() == "refused"
   assert read(url, "locked/lock") == b"first"
+
+
+def test_atomic_write_on_gs_publishes_whole_files_only(emulator, tmp_path):
+  url, closed_port = emulator
+  code = (
+      "from rs_jax import paths\n"
+      f"path = 'gs://{BUCKET}/atomic/file.txt'\n"
+      "paths.write_text(path, 'old')\n"
+      "try:\n"
+      "  with paths.atomic_write(path, 'w') as f:\n"
+      "    f.write('part of the new')\n"
+      "    raise KeyboardInterrupt\n"
+      "except KeyboardInterrupt:\n"
+      "  print(paths.resolve(path).read_text())\n"
+      "with paths.atomic_write(path, 'w') as f:\n"
+      "  f.write('new')\n"
+      f"paths.copy_file(path, 'gs://{BUCKET}/atomic/copy.txt')\n")
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
+                       env=emulator_env(url, closed_port, tmp_path),
+                       capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.strip() == "old"  # the interrupted write left no trace
+  assert objects(url, "atomic/") == ["atomic/copy.txt", "atomic/file.txt"]
+  assert read(url, "atomic/copy.txt") == b"new"
