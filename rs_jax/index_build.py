@@ -1,9 +1,10 @@
 """Index of a training run: every example of a prepared dataset split
 encoded with the run's encoders (`trained.load_trained`), one `Index` per
-modality, and the images of index rows read back for pictures.
+modality.
 
 Row r of a built index is example r of metadata["data"] (name, data_dir,
-split); rows appended later (`Index.add`) have no image.
+split); rows appended later (`Index.add`) have no image
+(`index_query.archive_images`).
 """
 import os
 
@@ -123,29 +124,3 @@ def index_path(out, modality, several):
     return out
   stem, ext = os.path.splitext(out)
   return f"{stem}_{modality}{ext}"
-
-
-def archive_source(index):
-  """Returns the random-access source of the prepared dataset split the
-  index was built from (metadata["data"]); its item r is index row r."""
-  from rs_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-  info = index.metadata.get("data")
-  if info is None:
-    raise ValueError("the index records no dataset (not built by "
-                     "build_indexes): no images to show")
-  return data_lib.load(info["name"], info["split"], info["data_dir"])
-
-
-def archive_images(index, rows, source=None):
-  """Returns the images [..., H, W, C] of index `rows` [...], read back from
-  `source` (default: `archive_source(index)`)."""
-  rows = np.asarray(rows)
-  source = archive_source(index) if source is None else source
-  num_rows = index.metadata["data"]["num_rows"]
-  if rows.size and rows.max() >= num_rows:
-    raise ValueError(f"row {int(rows.max())} was added after the index was "
-                     f"built from {index.metadata['data']['name']} "
-                     f"({num_rows} rows): no image")
-  key = index.metadata["modality"]
-  images = [np.asarray(source[int(r)][key]) for r in rows.ravel()]
-  return np.stack(images).reshape(*rows.shape, *images[0].shape)

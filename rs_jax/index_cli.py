@@ -72,8 +72,7 @@ def _queries(index):
     rows = index_query.parse_ids(index, names, "--ids")
     images = None
     if FLAGS.sheet:
-      from rs_jax import index_build  # pylint: disable=g-import-not-at-top
-      images = index_build.archive_images(index, rows)
+      images = index_query.archive_images(index, rows)
     return names, index.codes[rows], rows, images, modality
   if FLAGS.codes:
     if FLAGS.sheet:
@@ -109,7 +108,6 @@ def search():
     paths.write_text(FLAGS.json, text + "\n")
   print(text)
   if FLAGS.sheet:
-    from rs_jax import index_build  # pylint: disable=g-import-not-at-top
     from rs_jax import viz  # pylint: disable=g-import-not-at-top
     labels = index.labels
     if labels is None:
@@ -119,7 +117,7 @@ def search():
                     np.zeros((len(names), *labels.shape[1:]), labels.dtype))
     viz.retrieval_sheet(
         FLAGS.sheet, query_images=images, query_labels=query_labels,
-        result_images=index_build.archive_images(index, got),
+        result_images=index_query.archive_images(index, got),
         result_labels=labels[got], distances=dist, modality=modality,
         result_modality=index.metadata["modality"])
 

@@ -1,7 +1,8 @@
 """Queries against an `Index`, shared by the command line and the server:
 ids given as text -> rows, image files -> codes with the run's encoder
 (refused unless it made the index's codes), top-k rows -> JSON-able results
-with ids, distances, labels and label names.
+with ids, distances, labels and label names, and the images of index rows
+read back from the dataset the index was built from (`index_build`).
 """
 import numpy as np
 
@@ -88,3 +89,29 @@ def results(index, dist, rows, names=None):
       items.append(item)
     out.append(items)
   return out
+
+
+def archive_source(index):
+  """Returns the random-access source of the prepared dataset split the
+  index was built from (metadata["data"]); its item r is index row r."""
+  from rs_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  info = index.metadata.get("data")
+  if info is None:
+    raise ValueError("the index records no dataset (not built by "
+                     "build_indexes): no images to show")
+  return data_lib.load(info["name"], info["split"], info["data_dir"])
+
+
+def archive_images(index, rows, source=None):
+  """Returns the images [..., H, W, C] of index `rows` [...], read back from
+  `source` (default: `archive_source(index)`)."""
+  rows = np.asarray(rows)
+  source = archive_source(index) if source is None else source
+  num_rows = index.metadata["data"]["num_rows"]
+  if rows.size and rows.max() >= num_rows:
+    raise ValueError(f"row {int(rows.max())} was added after the index was "
+                     f"built from {index.metadata['data']['name']} "
+                     f"({num_rows} rows): no image")
+  key = index.metadata["modality"]
+  images = [np.asarray(source[int(r)][key]) for r in rows.ravel()]
+  return np.stack(images).reshape(*rows.shape, *images[0].shape)

@@ -243,11 +243,10 @@ class Service:
     return f"/api/thumbnail?{query}"
 
   def _thumbnail(self, modality, row):
-    from rs_jax import index_build  # pylint: disable=g-import-not-at-top
     index = self.indexes[modality]
     if modality not in self._sources:
-      self._sources[modality] = index_build.archive_source(index)
-    image = index_build.archive_images(index, [row], self._sources[modality])
+      self._sources[modality] = index_query.archive_source(index)
+    image = index_query.archive_images(index, [row], self._sources[modality])
     return png(image[0], modality)
 
   def thumbnail_of(self, modality, patch_id) -> bytes:
