@@ -33,7 +33,6 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
-import numpy as np
 
 import rs_jax.data as data
 from rs_jax.data import pipeline
