@@ -295,4 +295,5 @@ def _train_and_evaluate(config, workdir, devices) -> dict:
     paths.write_text(workdir / "metrics.json",
                      json.dumps(results, indent=2, sort_keys=True))
     evaluator.save_sheet(workdir / "retrieval.png")
+    console.show(f"wrote {workdir / 'metrics.json'} and retrieval.png")
   return results
