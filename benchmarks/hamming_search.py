@@ -21,6 +21,7 @@ with the command to benchmarks/results/:
   python benchmarks/hamming_search.py --nogrid         # single queries only
   python benchmarks/hamming_search.py --devices 8      # sharded scaling table
 """
+import functools
 import json
 import os
 import platform
@@ -175,6 +176,15 @@ def bandwidth():
               xla_max_gbps=src.nbytes / reduce_s / 1e9)
 
 
+def _rs_single(prepared, q):
+  return jax.block_until_ready(ranking.hamming_topk(jnp.asarray(q), prepared,
+                                                    FLAGS.k))
+
+
+def _faiss_single(index, q):
+  return index.search(q.view(np.uint8), FLAGS.k)
+
+
 def single_queries(rng, gbps):
   """Prepared single queries against faiss at its best thread count.
 
@@ -183,8 +193,9 @@ def single_queries(rng, gbps):
   threads, in rotating blocks of BLOCK queries per engine (so that a load
   change on the shared machine hits all of them alike, and one engine's
   spinning thread pool does not slow the next call of another; idle
-  OpenMP threads sleep, OMP_WAIT_POLICY=PASSIVE unless set); medians. Results: rs_jax's (distance, row) lists equal a NumPy
-  stable-sort reference, faiss's distances equal them. At 1M codes (8 MB,
+  OpenMP threads sleep, OMP_WAIT_POLICY=PASSIVE unless set); medians.
+  Results: rs_jax's (distance, row) lists equal a NumPy stable-sort
+  reference, faiss's distances equal them. At 1M codes (8 MB,
   inside the 32 MB L3) both are also timed "cold", after streaming a
   64 MB buffer that evicts the codes from cache.
   """
@@ -198,12 +209,10 @@ def single_queries(rng, gbps):
     queries = rng.integers(0, 2**32, (FLAGS.single_queries, 1, 2),
                            dtype=np.uint32)
     modes = ["hot"] + ["cold"] * (n * 8 <= 16 << 20)
-    engines = {
-        "rs_jax": lambda q: jax.block_until_ready(ranking.hamming_topk(  # pylint: disable=cell-var-from-loop
-            jnp.asarray(q), prepared, FLAGS.k)),
-        "faiss_1": lambda q: index.search(q.view(np.uint8), FLAGS.k),  # pylint: disable=cell-var-from-loop
-        "faiss_2": lambda q: index.search(q.view(np.uint8), FLAGS.k),  # pylint: disable=cell-var-from-loop
-    }
+    rs_jax = functools.partial(_rs_single, prepared)
+    faiss_search = functools.partial(_faiss_single, index)
+    engines = {"rs_jax": rs_jax, "faiss_1": faiss_search,
+               "faiss_2": faiss_search}
     for mode in modes:
       times = {name: [] for name in engines}
       outputs = {name: {} for name in engines}

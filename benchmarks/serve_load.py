@@ -23,6 +23,7 @@ markdown + JSON table with the command to benchmarks/results/.
       (the one-shot faiss script; started by the benchmark)
 """
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -269,6 +270,15 @@ def servers(rsidx, npz, extra=()):
   return rs, fs
 
 
+def _id_request(queries, i):
+  return "GET", f"/api/search?id={queries[i % len(queries)]}&k={FLAGS.k}"
+
+
+def _image_request(patches, i):
+  return ("POST", f"/api/search/image?filename=q.npy&k={FLAGS.k}",
+          patches[i % len(patches)])
+
+
 def id_cells(directory, rng):
   rows = []
   for n in (int(float(x)) for x in FLAGS.n):
@@ -279,7 +289,7 @@ def id_cells(directory, rng):
       queries = rng.integers(0, n, FLAGS.requests + 64)
       for c in (int(x) for x in FLAGS.clients):
         for engine, url in (("rs_jax", rs_url), ("faiss", fs_url)):
-          req = lambda i: ("GET", f"/api/search?id={queries[i]}&k={FLAGS.k}")  # pylint: disable=cell-var-from-loop
+          req = functools.partial(_id_request, queries)
           r = asyncio.run(load(url, c, req, FLAGS.requests, FLAGS.seconds))
           rows.append(dict(query="id", n=n, bits=64, clients=c,
                            engine=engine, same_distances=same, **r))
@@ -309,8 +319,7 @@ def image_cells(directory, rng):
     try:
       for c in (int(x) for x in FLAGS.clients):
         for engine, url in (("rs_jax", rs_url), ("faiss", fs_url)):
-          req = lambda i: ("POST", "/api/search/image?filename=q.npy&k="  # pylint: disable=cell-var-from-loop
-                           f"{FLAGS.k}", patches[i % len(patches)])
+          req = functools.partial(_image_request, patches)
           r = asyncio.run(load(url, c, req, FLAGS.requests, FLAGS.seconds))
           rows.append(dict(query="image", n=n, bits=run.bits, clients=c,
                            engine=engine, same_distances=None, **r))

@@ -20,7 +20,6 @@ import importlib.resources
 from absl import logging
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.responses import JSONResponse
 from starlette.responses import Response
