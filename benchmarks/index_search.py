@@ -7,9 +7,8 @@ id. "first" is the first search of a Q (layout + compile), "search" the best
 of the following calls. Results equal `ranking.hamming_topk` on the codes
 (checked). Writes JSON + markdown with the command to benchmarks/results/.
 
-  python benchmarks/index_search.py            # N = 1e6, K = 64
+  python -m benchmarks.index_search            # N = 1e6, K = 64
 """
-import argparse
 import json
 import os
 import platform
@@ -19,23 +18,23 @@ import time
 
 import jax
 import numpy as np
+from absl import app
+from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from rs_jax import ranking  # noqa: E402
-from rs_jax.index import Index  # noqa: E402
+from benchmarks import report
+from rs_jax import ranking
+from rs_jax.index import Index
 
 
-def parse_args():
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--n", type=float, default=1e6)
-  p.add_argument("--bits", type=int, default=64)
-  p.add_argument("--queries", type=int, nargs="+", default=[1, 16, 256])
-  p.add_argument("--k", type=int, default=20)
-  p.add_argument("--repeats", type=int, default=5)
-  p.add_argument("--out", default=os.path.join(
-      os.path.dirname(os.path.abspath(__file__)), "results"))
-  p.add_argument("--tag", default="cpu")
-  return p.parse_args()
+def define_flags():
+  """Defines the command-line flags (only when run as a program)."""
+  flags.DEFINE_float("n", 1e6, "Codes in the index.")
+  flags.DEFINE_integer("bits", 64, "Bits per code.")
+  flags.DEFINE_list("queries", ["1", "16", "256"], "Query batch sizes.")
+  flags.DEFINE_integer("k", 20, "Neighbours per query.")
+  flags.DEFINE_integer("repeats", 5, "Timed searches per batch size.")
+  flags.DEFINE_string("out", str(report.RESULTS), "Results folder.")
+  flags.DEFINE_string("tag", "cpu", "Suffix of the results files.")
 
 
 def timed(fn):
@@ -44,8 +43,11 @@ def timed(fn):
   return time.perf_counter() - start, out
 
 
-def main():
-  args = parse_args()
+def main(argv):
+  del argv
+  args = flags.FLAGS
+  report.start_console(os.path.join(tempfile.gettempdir(),
+                                    "index_search.log"))
   n, w = int(args.n), -(-args.bits // 32)
   rng = np.random.default_rng(0)
   codes = rng.integers(0, 2**32, (n, w), dtype=np.uint32)
@@ -53,7 +55,7 @@ def main():
     codes[:, -1] &= np.uint32((1 << args.bits % 32) - 1)
   ids = [f"patch_{i:07d}" for i in range(n)]
   labels = rng.random((n, 19)) < 0.15
-  command = "python " + " ".join(sys.argv)
+  command = report.command("benchmarks.index_search")
   info = dict(command=command, machine=platform.machine(),
               cpus=os.cpu_count(), device=str(jax.devices()[0].device_kind),
               jax=jax.__version__, n=n, bits=args.bits, k=args.k,
@@ -72,7 +74,7 @@ def main():
   print(json.dumps(setup), flush=True)
 
   rows = []
-  for nq in args.queries:
+  for nq in map(int, args.queries):
     q = rng.integers(0, 2**32, (nq, w), dtype=np.uint32)
     if args.bits % 32:
       q[:, -1] &= np.uint32((1 << args.bits % 32) - 1)
@@ -106,14 +108,15 @@ def main():
   text = "\n".join(table)
   print(text)
   name = f"index_search_{args.tag}"
-  os.makedirs(args.out, exist_ok=True)
-  with open(os.path.join(args.out, name + ".json"), "w") as f:
-    json.dump(dict(info, **setup, rows=rows), f, indent=2)
-  with open(os.path.join(args.out, name + ".md"), "w") as f:
-    f.write(f"`{command}`\n\n{json.dumps(info)}\n\n{text}\n")
+  report.write_json(os.path.join(args.out, name + ".json"),
+                    dict(info, **setup, rows=rows))
+  report.write_markdown(os.path.join(args.out, name + ".md"),
+                        f"`{command}`\n\n{json.dumps(info)}\n\n{text}\n",
+                        keep_notes=True)
   if not all(r["identical"] in (True, None) for r in rows):
     sys.exit("index search differs from hamming_topk")
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  app.run(main)
