@@ -19,8 +19,8 @@ for every dataset in --names, measures in one run:
 Prints a markdown table and writes JSON + markdown (with the command) to
 --out/data_throughput_<tag>.{json,md}.
 
-  python benchmarks/data_throughput.py                     # 2,000 pairs
-  python benchmarks/data_throughput.py --pairs 64 --batches 4 --tag quick
+  python -m benchmarks.data_throughput                     # 2,000 pairs
+  python -m benchmarks.data_throughput --pairs 64 --batches 4 --tag quick
 """
 import json
 import os

@@ -16,10 +16,10 @@ with the command to benchmarks/results/:
   `ranking.prepare_codes` database (byte-plane layout built once, as an
   index keeps it); plain `hamming_topk` rebuilds it on every call.
 
-  python benchmarks/hamming_search.py                  # both tables
-  python benchmarks/hamming_search.py --quick          # grid N = 1e6, K = 64, Q = 256
-  python benchmarks/hamming_search.py --nogrid         # single queries only
-  python benchmarks/hamming_search.py --devices 8      # sharded scaling table
+  python -m benchmarks.hamming_search                  # both tables
+  python -m benchmarks.hamming_search --quick          # grid N = 1e6, K = 64, Q = 256
+  python -m benchmarks.hamming_search --nogrid         # single queries only
+  python -m benchmarks.hamming_search --devices 8      # sharded scaling table
 """
 import functools
 import json

@@ -16,10 +16,10 @@ Starlette's thread pool, so concurrent requests use both cores. Results of both 
 are compared (distances) on a sample of queries. Prints and writes a
 markdown + JSON table with the command to benchmarks/results/.
 
-  python benchmarks/serve_load.py --run workdirs/demo
-  python benchmarks/serve_load.py --faiss_server INDEX.npz --port P   (the
+  python -m benchmarks.serve_load --run workdirs/demo
+  python -m benchmarks.serve_load --faiss_server INDEX.npz --port P   (the
       reference server; started by the benchmark)
-  python benchmarks/serve_load.py --faiss_once INDEX.npz --query_id 7
+  python -m benchmarks.serve_load --faiss_once INDEX.npz --query_id 7
       (the one-shot faiss script; started by the benchmark)
 """
 import asyncio
