@@ -24,7 +24,6 @@ from ml_collections import config_flags
 
 from benchmarks import report
 from rs_jax import console
-from rs_jax import paths
 from rs_jax.active_learning import anneal
 
 FLAGS = flags.FLAGS
@@ -187,11 +186,7 @@ def run_upper_bound(base, workdir):
 
 def rerender(json_path) -> None:
   """Renders the .md beside a results .json again, keeping hand notes."""
-  results = report.read_json(json_path)
-  md = render(results, rendered_by=report.command(__spec__.name))
-  report.write_markdown(paths.resolve(json_path).with_suffix(".md"), md,
-                        keep_notes=True)
-  print(md)
+  report.rerender(json_path, render, __spec__.name)
 
 
 def main(argv):

@@ -477,11 +477,7 @@ def render(record, *, rendered_by=None):
 
 def rerender(json_path) -> None:
   """Renders the .md beside a results .json again, keeping hand notes."""
-  record = report.read_json(json_path)
-  md = render(record, rendered_by=report.command(__spec__.name))
-  report.write_markdown(paths.resolve(json_path).with_suffix(".md"), md,
-                        keep_notes=True)
-  print(md)
+  report.rerender(json_path, render, __spec__.name)
 
 
 def environment():

@@ -71,6 +71,16 @@ def write_markdown(path, text: str, *, keep_notes: bool) -> None:
   paths.write_text(path, body)
 
 
+def rerender(json_path, render, module: str) -> None:
+  """Writes render(record, rendered_by=...) of the results JSON to the .md
+  beside it, keeping hand notes, and prints it; module: the benchmark's
+  module name, for the recorded command."""
+  md = render(read_json(json_path), rendered_by=command(module))
+  write_markdown(paths.resolve(json_path).with_suffix(".md"), md,
+                 keep_notes=True)
+  print(md)
+
+
 def save_figure(fig, path, dpi: int) -> None:
   """Writes a matplotlib figure to `path` as PNG, atomically."""
   buffer = io.BytesIO()

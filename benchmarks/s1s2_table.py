@@ -258,11 +258,7 @@ def per_k(metrics: dict, seconds, ks) -> dict:
 
 def rerender(json_path) -> None:
   """Renders the .md beside a results .json again, keeping hand notes."""
-  record = report.read_json(json_path)
-  md = render(record, rendered_by=report.command(__spec__.name))
-  report.write_markdown(paths.resolve(json_path).with_suffix(".md"), md,
-                        keep_notes=True)
-  print(md)
+  report.rerender(json_path, render, __spec__.name)
 
 
 def main(argv):

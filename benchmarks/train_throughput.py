@@ -31,7 +31,6 @@ from benchmarks import report
 from rs_jax import console
 from rs_jax import losses
 from rs_jax import optimizers
-from rs_jax import paths
 from rs_jax import sharding
 from rs_jax import train
 
@@ -132,11 +131,7 @@ def render(record, *, rendered_by=None) -> str:
 
 def rerender(json_path) -> None:
   """Renders the .md beside a results .json again, keeping hand notes."""
-  record = report.read_json(json_path)
-  md = render(record, rendered_by=report.command(__spec__.name))
-  report.write_markdown(paths.resolve(json_path).with_suffix(".md"), md,
-                        keep_notes=True)
-  print(md)
+  report.rerender(json_path, render, __spec__.name)
 
 
 def main(argv):
