@@ -6,11 +6,13 @@ the libraries': orbax, TFDS, clu, absl) to a log file. A command-line tool
 calls `quiet()` unless absl's --verbosity was given. `show(text)` prints a
 line for the person and also records it in the log.
 """
+import ast
 import contextlib
 import errno
 import io
 import logging
 import os
+import re
 import sys
 import time
 
@@ -91,6 +93,42 @@ def errors_in_one_line(log_path, *, verbose: bool = False):
           flush=True)
     logging.shutdown()
     os._exit(1)  # pylint: disable=protected-access; no atexit noise
+
+
+def parse_flags(argv):
+  """Parses the command line (absl's app.run flags_parser): a bad flag value
+  or config (a missing config file, a field that does not exist) ends as
+  one line 'error: FLAG: PROBLEM' on stderr and exit 2, without the
+  traceback that ml_collections' config flags raise. absl's own flag
+  errors keep their usual message."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error:
+    return app.parse_flags_with_usage(argv)  # its usual two lines, exit 1
+  except Exception as e:  # pylint: disable=broad-except
+    problem = _root_problem(e)
+    named = [a for a in argv[1:] if any(
+        w and w in a for w in re.findall(r"'([^']+)'", problem))]
+    where = f"{named[0]}: " if named else ""
+    print(f"error: {where}{problem}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def _root_problem(e: BaseException) -> str:
+  """The message of the exception that `e` came from, on one line (an
+  AttributeError, ml_collections' unknown field, keeps its own message:
+  it suggests the field meant)."""
+  if isinstance(e, AttributeError):
+    text = str(e)
+    with contextlib.suppress(ValueError, SyntaxError):
+      text = str(ast.literal_eval(text))
+  else:
+    while (e.__cause__ or e.__context__) is not None:
+      e = e.__cause__ or e.__context__
+    text = str(e) or type(e).__name__
+  return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _no_space(e: BaseException) -> bool:
