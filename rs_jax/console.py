@@ -1,8 +1,9 @@
 """What a person sees while a task runs, and where the rest goes.
 
 `quiet()` keeps the console for progress lines, headline metrics, our
-warnings and every error; `log_to(path)` sends every INFO record (ours and
-the libraries': orbax, TFDS, clu, absl) to a log file. A command-line tool
+warnings and every error (of a library's errors the first, on one line);
+`log_to(path)` sends every INFO record (ours and the libraries': orbax,
+TFDS, clu, absl) to a log file. A command-line tool
 calls `quiet()` unless absl's --verbosity was given. `show(text)` prints a
 line for the person and also records it in the log.
 """
@@ -22,13 +23,66 @@ _FORMAT = "%(asctime)s %(levelname)s %(filename)s:%(lineno)d] %(message)s"
 
 
 class _ConsoleFilter(logging.Filter):
-  """Passes errors, and warnings raised by the project's own code."""
+  """Passes errors, and warnings raised by the project's own code. A
+  library's error record is shown as its first line, and only the first
+  of them (a failing library repeats itself: orbax logs every failed write
+  of a save with its traceback); the full records go to the log."""
+
+  def __init__(self):
+    super().__init__()
+    self._library_errors = 0
 
   def filter(self, record) -> bool:
-    if record.levelno >= logging.ERROR:
-      return True
-    return (record.levelno >= logging.WARNING
-            and any(p in record.pathname for p in _OURS))
+    ours = any(p in record.pathname for p in _OURS)
+    if record.levelno >= logging.ERROR and not ours:
+      self._library_errors += 1
+      if self._library_errors == 1:
+        first = (record.getMessage().strip().splitlines() or [""])[0]
+        print(f"{record.levelname} {record.filename}:{record.lineno}] "
+              f"{first[:300]} (further library errors: in the log)",
+              file=sys.stderr, flush=True)
+      return False
+    return record.levelno >= logging.WARNING and (
+        ours or record.levelno >= logging.ERROR)
+
+
+class _QuietStderr(io.TextIOBase):
+  """sys.stderr without the 'RuntimeError: Event loop is closed' tracebacks
+  that tensorstore's callbacks print by the thousand once orbax's event
+  loop is gone (a save failing on a full disk); all else passes, in order."""
+
+  _CLOSED = "RuntimeError: Event loop is closed"
+  _GOES_ON = ("Traceback", "During handling", "The above exception", " ",
+              "\t")
+
+  def __init__(self, stream):
+    super().__init__()
+    self.stream, self._held = stream, ""
+
+  def write(self, text) -> int:
+    if not self._held and not text.startswith("Traceback (most recent"):
+      return self.stream.write(text)
+    self._held += text
+    lines = self._held.split("\n")
+    for n, line in enumerate(lines[1:-1], start=1):
+      if line and not line.startswith(self._GOES_ON):  # its last line
+        block, self._held = "\n".join(lines[:n + 1]) + "\n", ""
+        if line.strip() != self._CLOSED:
+          self.stream.write(block)
+        rest = "\n".join(lines[n + 1:])
+        if rest:
+          self.write(rest)
+        break
+    return len(text)
+
+  def flush(self) -> None:
+    self.stream.flush()
+
+  def fileno(self) -> int:
+    return self.stream.fileno()
+
+  def isatty(self) -> bool:
+    return self.stream.isatty()
 
 
 def quiet() -> None:
@@ -44,6 +98,11 @@ def quiet() -> None:
   os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
   for handler in logging.getLogger().handlers:
     handler.addFilter(_ConsoleFilter())
+  # A log file that cannot be written (full disk) is not worth a traceback
+  # on the console for every record.
+  logging.raiseExceptions = False
+  if not isinstance(sys.stderr, _QuietStderr):
+    sys.stderr = _QuietStderr(sys.stderr)
 
 
 def log_to(log_path) -> None:
