@@ -84,6 +84,13 @@ class _QuietStderr(io.TextIOBase):
   def isatty(self) -> bool:
     return self.stream.isatty()
 
+  @property
+  def encoding(self):
+    return self.stream.encoding
+
+  def __getattr__(self, name):  # buffer, errors, ...: the stream's
+    return getattr(self.stream, name)
+
 
 def quiet() -> None:
   """Keeps INFO records and library warnings off the console.
