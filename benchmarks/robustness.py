@@ -46,6 +46,9 @@ _OUT = flags.DEFINE_string("out", "robustness", "Results file stem in "
                            "benchmarks/results/ ('' = write nothing).")
 _LIST = flags.DEFINE_bool("list", False, "Print the case names and stop.")
 _KEEP = flags.DEFINE_bool("keep", False, "Keep the temporary directory.")
+_MERGE = flags.DEFINE_bool(
+    "merge", False, "Replace only the rows of the cases run in the existing "
+    "results; the table then lists every command that produced it.")
 
 ROOT = os.fspath(report.ROOT)
 VERDICTS = ("CLEAR", "OK", "SILENT", "UNCLEAR", "LOSS")
@@ -1014,16 +1017,18 @@ def _cell(text) -> str:
   return text.replace("|", "\\|").replace("\n", " ")
 
 
-def markdown(results, command, seconds) -> str:
+def markdown(results, commands, seconds) -> str:
   """The results table, verdict counts first."""
   counts = {v: sum(r.verdict == v for r in results)
             for v in VERDICTS + ("SKIPPED",)}
   rows = [[f"`{r.name}`", f"`{_cell(r.command)}`" if r.command else "",
            _cell(r.seen), r.verdict, _cell(r.note)] for r in results]
   doc = __doc__.split("\n\n", 2)[2].split("Commands run", 1)[0]
+  runs = "; then, rows of the cases it names replaced: ".join(
+      f"`{c}`" for c in commands)
   return "\n".join([
       "# Robustness: bad inputs and faults", "",
-      f"`{command}` ({len(results)} cases, {seconds / 60:.1f} min on this "
+      f"{runs} ({len(results)} cases, {seconds / 60:.1f} min on this "
       "machine)", "",
       ", ".join(f"{v} {n}" for v, n in counts.items() if n), "",
       doc.strip(), "",
@@ -1031,6 +1036,17 @@ def markdown(results, command, seconds) -> str:
       " --config.data.data_dir=$TMP/data`.", "",
       report.markdown_table(["case", "command", "what the user sees",
                              "verdict", "note"], rows)])
+
+
+def merged(path, results, command, seconds) -> tuple:
+  """(results, commands, seconds): the stored results at `path` with the
+  rows of `results` replaced (in CASES order), and this command added."""
+  old = report.read_json(path)
+  rows = {r["name"]: Result(**r) for r in old["results"]}
+  rows.update({r.name: r for r in results})
+  return ([rows[n] for n in CASES if n in rows],
+          old.get("commands", [old.get("command")]) + [command],
+          old["seconds"] + seconds)
 
 
 def main(argv):
@@ -1049,13 +1065,16 @@ def main(argv):
     if not _KEEP.value:
       shutil.rmtree(tmp, ignore_errors=True)
   seconds = time.monotonic() - started
+  commands = [report.command("benchmarks.robustness")]
   if _OUT.value:
-    command = report.command("benchmarks.robustness")
-    report.write_json(report.RESULTS / f"{_OUT.value}.json", {
-        "command": command, "seconds": seconds,
+    path = report.RESULTS / f"{_OUT.value}.json"
+    if _MERGE.value and path.exists():
+      results, commands, seconds = merged(path, results, commands[0], seconds)
+    report.write_json(path, {
+        "commands": commands, "seconds": seconds,
         "results": [dataclasses.asdict(r) for r in results]})
     report.write_markdown(report.RESULTS / f"{_OUT.value}.md",
-                          markdown(results, command, seconds),
+                          markdown(results, commands, seconds),
                           keep_notes=True)
   counts = {v: sum(r.verdict == v for r in results)
             for v in VERDICTS + ("SKIPPED",)}

@@ -152,7 +152,7 @@ def errors_in_one_line(log_path, *, verbose: bool = False):
     if verbose:
       raise
     logging.getLogger("rs_jax").info("error", exc_info=True)
-    message = str(e) or type(e).__name__
+    message = short(str(e) or type(e).__name__)
     if _no_space(e):
       message = f"no space left on the device ({message})"
     print(f"error: {message}\n(traceback in {log_path})", file=sys.stderr,
@@ -195,6 +195,23 @@ def _root_problem(e: BaseException) -> str:
       e = e.__cause__ or e.__context__
     text = str(e) or type(e).__name__
   return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+_PATH = re.compile(r"(?:/[\w.\-+]+){2,}/?")
+
+
+def short(message: str, max_lines: int = 3, width: int = 240) -> str:
+  """Returns `message` as it is when it has at most `max_lines` lines, else
+  its first line (cut at `width`) with the first file path it names (a
+  library's multi-line dump, e.g. a TensorStore spec) and a pointer to the
+  log, where the whole message is."""
+  lines = message.strip().splitlines()
+  if len(lines) <= max_lines:
+    return message
+  first = lines[0] if len(lines[0]) <= width else lines[0][:width] + " ..."
+  path = _PATH.search(message)
+  where = f"{path.group(0)}: " if path and path.group(0) not in first else ""
+  return f"{where}{first} ({len(lines)} lines; all in the log)"
 
 
 def _no_space(e: BaseException) -> bool:

@@ -43,3 +43,13 @@ def test_console_filter_shows_the_first_library_error_on_one_line(capsys):
   assert keep.filter(_record(ours, logging.WARNING, "our warning"))
   assert capsys.readouterr().err == (
       "ERROR future.py:7] disk full (further library errors: in the log)\n")
+
+
+def test_a_long_library_message_becomes_one_line_naming_its_file():
+  dump = ("Encountered error while reading array index. See details: {\n"
+          "  'driver': 'zarr',\n  'kvstore': {\n"
+          "    'path': '/w/run/checkpoints/latest/6/state/',\n  },\n})")
+  assert console.short(dump) == (
+      "/w/run/checkpoints/latest/6/state/: Encountered error while reading "
+      "array index. See details: { (6 lines; all in the log)")
+  assert console.short("a.csv: bad\nline two") == "a.csv: bad\nline two"
