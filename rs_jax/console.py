@@ -1,16 +1,19 @@
 """What a person sees while a task runs, and where the rest goes.
 
 `quiet()` keeps the console for progress lines, headline metrics, our
-warnings and every error; `log_to(path)` sends every INFO record (ours and
-the libraries': orbax, TFDS, clu, absl) to a log file. A command-line tool
+warnings and every error (of a library's errors the first, on one line);
+`log_to(path)` sends every INFO record (ours and the libraries': orbax,
+TFDS, clu, absl) to a log file. A command-line tool
 calls `quiet()` unless absl's --verbosity was given. `show(text)` prints a
 line for the person and also records it in the log.
 """
+import ast
 import contextlib
 import errno
 import io
 import logging
 import os
+import re
 import sys
 import time
 
@@ -20,13 +23,73 @@ _FORMAT = "%(asctime)s %(levelname)s %(filename)s:%(lineno)d] %(message)s"
 
 
 class _ConsoleFilter(logging.Filter):
-  """Passes errors, and warnings raised by the project's own code."""
+  """Passes errors, and warnings raised by the project's own code. A
+  library's error record is shown as its first line, and only the first
+  of them (a failing library repeats itself: orbax logs every failed write
+  of a save with its traceback); the full records go to the log."""
+
+  def __init__(self):
+    super().__init__()
+    self._library_errors = 0
 
   def filter(self, record) -> bool:
-    if record.levelno >= logging.ERROR:
-      return True
-    return (record.levelno >= logging.WARNING
-            and any(p in record.pathname for p in _OURS))
+    ours = any(p in record.pathname for p in _OURS)
+    if record.levelno >= logging.ERROR and not ours:
+      self._library_errors += 1
+      if self._library_errors == 1:
+        first = (record.getMessage().strip().splitlines() or [""])[0]
+        print(f"{record.levelname} {record.filename}:{record.lineno}] "
+              f"{first[:300]} (further library errors: in the log)",
+              file=sys.stderr, flush=True)
+      return False
+    return record.levelno >= logging.WARNING and (
+        ours or record.levelno >= logging.ERROR)
+
+
+class _QuietStderr(io.TextIOBase):
+  """sys.stderr without the 'RuntimeError: Event loop is closed' tracebacks
+  that tensorstore's callbacks print by the thousand once orbax's event
+  loop is gone (a save failing on a full disk); all else passes, in order."""
+
+  _CLOSED = "RuntimeError: Event loop is closed"
+  _GOES_ON = ("Traceback", "During handling", "The above exception", " ",
+              "\t")
+
+  def __init__(self, stream):
+    super().__init__()
+    self.stream, self._held = stream, ""
+
+  def write(self, text) -> int:
+    if not self._held and not text.startswith("Traceback (most recent"):
+      return self.stream.write(text)
+    self._held += text
+    lines = self._held.split("\n")
+    for n, line in enumerate(lines[1:-1], start=1):
+      if line and not line.startswith(self._GOES_ON):  # its last line
+        block, self._held = "\n".join(lines[:n + 1]) + "\n", ""
+        if line.strip() != self._CLOSED:
+          self.stream.write(block)
+        rest = "\n".join(lines[n + 1:])
+        if rest:
+          self.write(rest)
+        break
+    return len(text)
+
+  def flush(self) -> None:
+    self.stream.flush()
+
+  def fileno(self) -> int:
+    return self.stream.fileno()
+
+  def isatty(self) -> bool:
+    return self.stream.isatty()
+
+  @property
+  def encoding(self):
+    return self.stream.encoding
+
+  def __getattr__(self, name):  # buffer, errors, ...: the stream's
+    return getattr(self.stream, name)
 
 
 def quiet() -> None:
@@ -42,6 +105,11 @@ def quiet() -> None:
   os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
   for handler in logging.getLogger().handlers:
     handler.addFilter(_ConsoleFilter())
+  # A log file that cannot be written (full disk) is not worth a traceback
+  # on the console for every record.
+  logging.raiseExceptions = False
+  if not isinstance(sys.stderr, _QuietStderr):
+    sys.stderr = _QuietStderr(sys.stderr)
 
 
 def log_to(log_path) -> None:
@@ -84,13 +152,66 @@ def errors_in_one_line(log_path, *, verbose: bool = False):
     if verbose:
       raise
     logging.getLogger("rs_jax").info("error", exc_info=True)
-    message = str(e) or type(e).__name__
+    message = short(str(e) or type(e).__name__)
     if _no_space(e):
       message = f"no space left on the device ({message})"
     print(f"error: {message}\n(traceback in {log_path})", file=sys.stderr,
           flush=True)
     logging.shutdown()
     os._exit(1)  # pylint: disable=protected-access; no atexit noise
+
+
+def parse_flags(argv):
+  """Parses the command line (absl's app.run flags_parser): a bad flag value
+  or config (a missing config file, a field that does not exist) ends as
+  one line 'error: FLAG: PROBLEM' on stderr and exit 2, without the
+  traceback that ml_collections' config flags raise. absl's own flag
+  errors keep their usual message."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error:
+    return app.parse_flags_with_usage(argv)  # its usual two lines, exit 1
+  except Exception as e:  # pylint: disable=broad-except
+    problem = _root_problem(e)
+    named = [a for a in argv[1:] if any(
+        w and w in a for w in re.findall(r"'([^']+)'", problem))]
+    where = f"{named[0]}: " if named else ""
+    print(f"error: {where}{problem}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def _root_problem(e: BaseException) -> str:
+  """The message of the exception that `e` came from, on one line (an
+  AttributeError, ml_collections' unknown field, keeps its own message:
+  it suggests the field meant)."""
+  if isinstance(e, AttributeError):
+    text = str(e)
+    with contextlib.suppress(ValueError, SyntaxError):
+      text = str(ast.literal_eval(text))
+  else:
+    while (e.__cause__ or e.__context__) is not None:
+      e = e.__cause__ or e.__context__
+    text = str(e) or type(e).__name__
+  return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+_PATH = re.compile(r"(?:/[\w.\-+]+){2,}/?")
+
+
+def short(message: str, max_lines: int = 3, width: int = 240) -> str:
+  """Returns `message` as it is when it has at most `max_lines` lines, else
+  its first line (cut at `width`) with the first file path it names (a
+  library's multi-line dump, e.g. a TensorStore spec) and a pointer to the
+  log, where the whole message is."""
+  lines = message.strip().splitlines()
+  if len(lines) <= max_lines:
+    return message
+  first = lines[0] if len(lines[0]) <= width else lines[0][:width] + " ..."
+  path = _PATH.search(message)
+  where = f"{path.group(0)}: " if path and path.group(0) not in first else ""
+  return f"{where}{first} ({len(lines)} lines; all in the log)"
 
 
 def _no_space(e: BaseException) -> bool:

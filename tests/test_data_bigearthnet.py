@@ -312,15 +312,97 @@ def test_bad_input_skipped_counted_listed(tmp_path):
 @pytest.mark.parametrize("case", range(6))
 def test_bad_input_raises(tmp_path, case):
   raw = str(tmp_path / "raw")
-  written = fake.write_v1(raw, 6, seed=4)
+  written = fake.write_v1(raw, 7, seed=4)
   path_part, problem_part = _break(raw, written)[case]
-  # mm reads the S1 patches and their partners: keep only the damaged one.
+  # mm reads the S1 patches and their partners: keep only the damaged pair
+  # and an intact one (#6; the S2 root must hold one patch to be found).
   for i, w in enumerate(written):
-    if i != case:
+    if i not in (case, 6):
       shutil.rmtree(os.path.join(raw, fake.S1_ROOT_V1, w["s1_name"]))
+      shutil.rmtree(os.path.join(raw, fake.S2_ROOT_V1, w["s2_name"]),
+                    ignore_errors=True)  # case 4 removed its own
   with pytest.raises(ValueError) as err:
     data.prepare("bigearthnet/mm", raw, tmp_path / "out")
   assert path_part in str(err.value) and problem_part in str(err.value)
+
+
+def _unpaired_message(raw, s2_name):
+  return (f"{os.path.join(raw, fake.S2_ROOT_V1, s2_name)}: no S1 patch names "
+          "it as its corresponding_s2_patch (its S1 partner is missing from "
+          f"{os.path.join(raw, fake.S1_ROOT_V1)})")
+
+
+def test_mm_s2_without_s1_stops_naming_the_patch(tmp_path):
+  raw = str(tmp_path / "raw")
+  written = fake.write_v1(raw, 3, seed=5)
+  shutil.rmtree(os.path.join(raw, fake.S1_ROOT_V1, written[1]["s1_name"]))
+  with pytest.raises(ValueError) as err:
+    data.prepare("bigearthnet/mm", raw, tmp_path / "out")
+  assert str(err.value) == _unpaired_message(raw, written[1]["s2_name"])
+
+
+def test_mm_s2_without_s1_skipped_counted_listed(tmp_path):
+  raw = str(tmp_path / "raw")
+  written = fake.write_v1(raw, 4, seed=6)
+  for w in written[1:3]:
+    shutil.rmtree(os.path.join(raw, fake.S1_ROOT_V1, w["s1_name"]))
+  b = data.prepare("bigearthnet/mm", raw, tmp_path / "out", skip_invalid=True)
+  got = sorted(_by_name(data.load("bigearthnet/mm", "all", tmp_path / "out")))
+  assert got == sorted([written[0]["s2_name"], written[3]["s2_name"]])
+  meta = json.loads((b.data_path / "metadata.json").read_text())
+  assert meta["counts"]["s2_without_s1"] == 2
+  assert meta["counts"]["skipped"] == 2
+  lines = (b.data_path / "skipped.txt").read_text().splitlines()
+  assert sorted(lines) == sorted(
+      "\t".join(_unpaired_message(raw, w["s2_name"]).split(": ", 1))
+      for w in written[1:3])
+
+
+@pytest.mark.parametrize("labels, problem", [
+    ([], '"labels" is an empty list: every patch needs at least one class '
+         "name"),
+    ("Forest", '"labels" is the string \'Forest\', expected a list of class '
+               'names such as ["Mixed forest"]'),
+    ([3], '"labels" holds 3, expected class names (strings)'),
+])
+def test_labels_json_not_a_list_of_names_is_refused(tmp_path, labels,
+                                                    problem):
+  raw = str(tmp_path / "raw")
+  written = fake.write_v1(raw, 2, seed=7, modalities=("s2",))
+  path = os.path.join(raw, fake.S2_ROOT_V1, written[1]["s2_name"],
+                      f"{written[1]['s2_name']}_labels_metadata.json")
+  with open(path) as f:
+    meta = json.load(f)
+  meta["labels"] = labels
+  with open(path, "w") as f:
+    json.dump(meta, f)
+  with pytest.raises(ValueError) as err:
+    data.prepare("bigearthnet/s2", raw, tmp_path / "out")
+  assert str(err.value) == f"{path}: {problem}"
+
+
+def test_find_root_not_fooled_by_a_bad_first_patch(tmp_path):
+  raw = str(tmp_path / "raw")
+  written = fake.write_v1(raw, 4, seed=8)
+  first_s2 = sorted(w["s2_name"] for w in written)[0]
+  first_s1 = sorted(w["s1_name"] for w in written)[0]
+  s2_root = os.path.join(raw, fake.S2_ROOT_V1)
+  s1_root = os.path.join(raw, fake.S1_ROOT_V1)
+  os.remove(os.path.join(s2_root, first_s2, f"{first_s2}_B02.tif"))
+  os.remove(os.path.join(s1_root, first_s1, f"{first_s1}_VV.tif"))
+  assert patches.find_root(raw, "B02") == s2_root
+  assert patches.find_root(raw, "VV") == s1_root
+  with pytest.raises(ValueError) as err:
+    data.prepare("bigearthnet/s2", raw, tmp_path / "out")
+  missing = os.path.join(s2_root, first_s2, f"{first_s2}_B02.tif")
+  assert str(err.value) == f"{missing}: band file is missing"
+  b = data.prepare("bigearthnet/s2", raw, tmp_path / "out", skip_invalid=True)
+  assert len(data.load("bigearthnet/s2", "all", tmp_path / "out")) == 3
+  lines = (b.data_path / "skipped.txt").read_text().splitlines()
+  assert lines == [f"{missing}\tband file is missing"]
+  empty = tmp_path / "empty"
+  (empty / "BigEarthNet-v1.0" / "not_a_patch").mkdir(parents=True)
+  assert patches.find_root(str(empty), "B02") is None
 
 
 # --- the real sample ---------------------------------------------------------

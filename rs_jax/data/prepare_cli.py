@@ -11,7 +11,9 @@ A dataset by name, any preparation option as a config field:
 Beam with --beam_options (e.g. "--runner=DataflowRunner --project=P
 --region=R --temp_location=gs://B/tmp"; empty: the DirectRunner).
 
-The console shows TFDS's progress bars and a one-line summary; INFO records
+The console shows TFDS's progress bars and a one-line summary, or one line
+`error: MESSAGE` naming the file or option at fault (the traceback goes to
+the log; --verbosity shows it on the console); INFO records
 and TFDS's notices go to DATA_DIR/logs/prepare-<time>.log (a local
 data_dir) or the temp dir (rs_jax.console); --verbosity=0 shows them too.
 """
@@ -64,9 +66,11 @@ def main(argv):
   beam = shlex.split(_BEAM_OPTIONS.value) if _BEAM.value else None
   start = time.perf_counter()
   captured = io.StringIO()
-  with contextlib.redirect_stdout(captured):  # TFDS's notices; bars stay
-    builder = rs_jax.data.prepare_config(
-        data_config, workers=_WORKERS.value, beam=beam)
+  with console.errors_in_one_line(log_path,
+                                  verbose=flags.FLAGS["verbosity"].present):
+    with contextlib.redirect_stdout(captured):  # TFDS's notices; bars stay
+      builder = rs_jax.data.prepare_config(
+          data_config, workers=_WORKERS.value, beam=beam)
   logging.info("%s", captured.getvalue().strip())
   seconds = time.perf_counter() - start
   counts = {s: v.num_examples for s, v in builder.info.splits.items()}
@@ -82,4 +86,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=console.parse_flags)

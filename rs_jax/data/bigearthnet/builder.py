@@ -26,7 +26,9 @@ random ratios (option splits, see splits.py; default: everything in
 listed patches; exclude_csvs (e.g. the cloud/shadow and seasonal-snow lists)
 leaves the listed ones out; both take a list or "a.csv,b.csv" ("" = none),
 and what they drop is counted. Counted too: no_label_19, the patches whose
-labels all lie outside BigEarthNet-19.
+labels all lie outside BigEarthNet-19, and (mm) s2_without_s1, the S2
+patches no S1 JSON names: bad input like a missing S2 partner (preparation
+stops naming the first, or skip_invalid lists them in skipped.txt).
 """
 import os
 
@@ -205,6 +207,10 @@ class RsBigearthnet(base.RsBuilder):
           self.invalid(e.path, e.problem)
           continue
         pairs.append((meta["corresponding_s2_patch"] or None, s1_name))
+      if config == "mm":  # S2 patches no S1 JSON names, to be reported
+        named = {s2 for s2, _ in pairs}
+        pairs += [(n, None) for n in patches.subfolders(self._item_s2_root)
+                  if n not in named]
 
     self.count("no_label_19", 0)  # reported even when there is none
     for option, keep in (("include_csvs", True), ("exclude_csvs", False)):
@@ -218,6 +224,8 @@ class RsBigearthnet(base.RsBuilder):
                  len(pairs) - len(kept))
       pairs = kept
 
+    if config == "mm":
+      pairs = self._drop_unpaired_s2(pairs)
     items = list(enumerate(pairs))  # (key, (s2_name, s1_name))
     if not self.options["split_csvs"]:
       parts = splits_lib.random_split(len(items), self.options["splits"],
@@ -235,6 +243,18 @@ class RsBigearthnet(base.RsBuilder):
       else:
         out[split].append(item)
     return out
+
+  def _drop_unpaired_s2(self, pairs):
+    """Returns `pairs` without the S2 patches that no S1 patch names as its
+    corresponding_s2_patch (s1_name None), each reported as invalid (stop,
+    or skip and list) and counted as s2_without_s1."""
+    unpaired = [s2 for s2, s1 in pairs if s1 is None]
+    self.count("s2_without_s1", len(unpaired))
+    for name in unpaired:
+      self.invalid(os.path.join(self._item_s2_root, name),
+                   "no S1 patch names it as its corresponding_s2_patch (its "
+                   f"S1 partner is missing from {self._item_s1_root})")
+    return [p for p in pairs if p[1] is not None]
 
   def _example(self, item):
     key, (s2_name, s1_name) = item

@@ -133,6 +133,25 @@ def read_patch(folder, names, method="nearest"):
                  method)
 
 
+def check_labels(labels, path):
+  """A labels JSON's "labels" value -> the list of class names; PatchError
+  (naming `path`) unless it is a non-empty list of strings."""
+  if isinstance(labels, str):
+    raise PatchError(path, f'"labels" is the string {labels!r}, expected a '
+                     'list of class names such as ["Mixed forest"]')
+  if not isinstance(labels, list):
+    raise PatchError(path, '"labels" is missing or not a list of class names'
+                     f" (got {labels!r})")
+  if not labels:
+    raise PatchError(path, '"labels" is an empty list: every patch needs at '
+                     "least one class name")
+  for name in labels:
+    if not isinstance(name, str):
+      raise PatchError(path, f'"labels" holds {name!r}, expected class names '
+                       "(strings)")
+  return labels
+
+
 def metadata_path(folder):
   """<folder>/<NAME>_labels_metadata.json for patch folder <.../NAME>."""
   patch = os.path.basename(os.path.normpath(folder))
@@ -157,8 +176,9 @@ def read_metadata(folder):
     raise PatchError(path, "labels JSON is missing") from None
   except (OSError, ValueError) as e:
     raise PatchError(path, f"unreadable labels JSON ({e})") from None
+  labels = check_labels(meta.get("labels") if isinstance(meta, dict)
+                        else None, path)
   try:
-    labels = list(meta["labels"])
     c = meta["coordinates"]
     coordinates = np.array(
         [c["ulx"], c["uly"], c["lrx"], c.get("lry", c.get("lly"))],
@@ -183,20 +203,28 @@ def subfolders(root):
     return sorted(e.name for e in it if e.is_dir())
 
 
+SAMPLE = 64  # patch folders looked at when telling which root is which
+
+
+def holds_band(root, band, sample=SAMPLE):
+  """True when one of the first `sample` folders under `root` (in sorted
+  order) is a patch folder NAME holding NAME_<band>.tif, so a few damaged
+  patches do not hide a root."""
+  try:
+    names = subfolders(root)
+  except OSError:
+    return False
+  return any(os.path.exists(os.path.join(root, n, f"{n}_{band}.tif"))
+             for n in names[:sample])
+
+
 def find_root(manual_dir, band):
   """The folder under `manual_dir` (itself or one child) whose patch folders
   hold NAME_<band>.tif: the S2 root for band "B02", the S1 root for "VV".
   None when there is none; ValueError when there are several."""
-  found = []
   candidates = [manual_dir] + [os.path.join(manual_dir, n)
                                for n in subfolders(manual_dir)]
-  for root in candidates:
-    with os.scandir(root) as it:
-      for e in it:
-        if e.is_dir():
-          if os.path.exists(os.path.join(e.path, f"{e.name}_{band}.tif")):
-            found.append(root)
-          break
+  found = [root for root in candidates if holds_band(root, band)]
   if len(found) > 1:
     raise ValueError(f"{manual_dir}: several folders hold patches with "
                      f"{band} bands: {found}; name one in the options")
