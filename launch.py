@@ -13,6 +13,7 @@ files.
 """
 import importlib
 import os
+import sys
 import tempfile
 
 import jax
@@ -42,13 +43,26 @@ def log_path(workdir) -> str:
                       f"rs_jax-{os.path.basename(workdir.rstrip('/'))}-{name}")
 
 
+def load_config():
+  """FLAGS.config; a config file that failed to load (ml_collections says
+  so on first use) ends in one line naming the problem and exit 2."""
+  try:
+    config = FLAGS.config
+    config.get("task")
+  except Exception as e:  # pylint: disable=broad-except
+    problem = str(e).strip().splitlines()[-1].strip()
+    print(f"error: --config: {problem}", file=sys.stderr, flush=True)
+    sys.exit(2)
+  return config
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
     console.quiet()
   distributed.initialize()
-  config, workdir = FLAGS.config, FLAGS.workdir
+  config, workdir = load_config(), FLAGS.workdir
   log = log_path(workdir)
   console.log_to(log)
   logging.info("process %d of %d, %d devices", jax.process_index(),
@@ -59,4 +73,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=console.parse_flags)

@@ -229,7 +229,7 @@ def launch_argv(ctx, workdir, *extra, config="configs/demo.py", tiny=True):
 
 def prepare_argv(name, manual_dir, data_dir, *options):
   """The argv of the preparation CLI for dataset `name`."""
-  return [sys.executable, "-m", "rs_jax.data.prepare", "--config",
+  return [sys.executable, "-m", "rs_jax.data.prepare_cli", "--config",
           f"configs/prepare.py:{name}", f"--config.data.manual_dir={manual_dir}",
           f"--config.data.data_dir={data_dir}", "--workers=1",
           *[f"--config.data.options.{o}" for o in options]]
@@ -574,7 +574,7 @@ def case_full_disk(ctx, name):
 
 # --- cases: index build and search ---------------------------------------------
 def index_argv(*args):
-  return [sys.executable, "-m", "rs_jax.index", *args]
+  return [sys.executable, "-m", "rs_jax.index_cli", *args]
 
 
 def case_index_of_index_workdir(ctx, name):
@@ -992,7 +992,7 @@ def run_case(ctx, name) -> Result:
   """Runs case `name`; a case that cannot be set up gets verdict SKIPPED."""
   import importlib.util  # pylint: disable=g-import-not-at-top
   if name.startswith(_NEEDS_INDEX_CLI) and importlib.util.find_spec(
-      "rs_jax.index") is None:
+      "rs_jax.index_cli") is None:
     return Result(name, "", "", "SKIPPED", "no index CLI on this branch")
   try:
     return CASES[name](ctx, name)

@@ -167,12 +167,16 @@ def parse_flags(argv):
   one line 'error: FLAG: PROBLEM' on stderr and exit 2, without the
   traceback that ml_collections' config flags raise. absl's own flag
   errors keep their usual message."""
-  from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   try:
     return flags.FLAGS(argv)
-  except flags.Error:
-    return app.parse_flags_with_usage(argv)  # its usual two lines, exit 1
+  except flags.Error as e:
+    lines = [l.strip() for l in str(e).strip().splitlines() if l.strip()]
+    if any(l.startswith("Traceback") for l in lines):
+      # A config file whose get_config raised: the flag and the last error.
+      lines = [f"{lines[0].split(': ', 1)[0]}: {lines[-1]}"]
+    print(f"error: {' '.join(lines)}", file=sys.stderr, flush=True)
+    sys.exit(2)
   except Exception as e:  # pylint: disable=broad-except
     problem = _root_problem(e)
     named = [a for a in argv[1:] if any(
@@ -190,6 +194,10 @@ def _root_problem(e: BaseException) -> str:
     text = str(e)
     with contextlib.suppress(ValueError, SyntaxError):
       text = str(ast.literal_eval(text))
+    if "'" not in text and " " not in text.strip():
+      text = f"no field {text!r} in the config"
+    elif text.startswith("'") and text.endswith("'") and " " not in text:
+      text = f"no field {text} in the config"
   else:
     while (e.__cause__ or e.__context__) is not None:
       e = e.__cause__ or e.__context__

@@ -15,7 +15,7 @@ def test_cases_run_and_are_judged_by_their_output(tmp_path):
   assert got["prepare_config_field_typo"].seen == (
       "exit 2: error: --config.data.optoins.splits=anneal: 'optoins'")
   assert got["ben_first_patch_bad_skip"].command.startswith(
-      "python -m rs_jax.data.prepare --config configs/prepare.py:bigearthnet/s2"
+      "python -m rs_jax.data.prepare_cli --config configs/prepare.py:bigearthnet/s2"
       " --config.data.manual_dir=$TMP/")
 
 
