@@ -16,15 +16,14 @@ JAX's persistent compilation cache (`compile_cache`), so a second search
 does not compile again. A bad input ends with "error: ..." naming it.
 """
 import json
-import os
 import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 import numpy as np
 
 from rs_jax import compile_cache
+from rs_jax import console
 from rs_jax import index_query
 from rs_jax import paths
 from rs_jax.index import Index
@@ -141,9 +140,8 @@ def main(argv):
   if len(argv) != 2 or argv[1] not in COMMANDS:
     raise app.UsageError(f"give one command, {' or '.join(COMMANDS)}; got "
                          f"{argv[1:]}")
-  if not FLAGS["verbosity"].present:  # library INFO records stay quiet
-    logging.set_verbosity(logging.WARNING)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  if not FLAGS["verbosity"].present:  # library records stay off the console
+    console.quiet()
   compile_cache.enable()
   try:
     {"build": build, "search": search}[argv[1]]()
