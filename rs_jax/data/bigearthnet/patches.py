@@ -122,15 +122,24 @@ def to_grid(stored, modality, method="nearest"):
   return out
 
 
+def stack_bands(bands, names, where, method="nearest"):
+  """{band: native array} -> float32[120, 120, len(names)] on the 10 m grid
+  (names: S2_BANDS or S1_BANDS; checked, errors name `where`)."""
+  if tuple(names) not in (S1_BANDS, S2_BANDS):
+    raise ValueError(f"{where}: bands must be S2_BANDS or S1_BANDS, got "
+                     f"{names}")
+  modality = "s1" if tuple(names) == S1_BANDS else "s2"
+  return to_grid(to_stored(check_bands(bands, names, where), modality),
+                 modality, method)
+
+
 def read_patch(folder, names, method="nearest"):
   """Patch folder -> float32[120, 120, len(names)] on the 10 m grid (names:
   S2_BANDS or S1_BANDS)."""
-  modality = "s1" if tuple(names) == S1_BANDS else "s2"
   if tuple(names) not in (S1_BANDS, S2_BANDS):
     raise ValueError(f"read_patch: names must be S2_BANDS or S1_BANDS, got "
                      f"{names}")
-  return to_grid(to_stored(read_bands(folder, names), modality), modality,
-                 method)
+  return stack_bands(read_bands(folder, names), names, folder, method)
 
 
 def check_labels(labels, path):
