@@ -20,17 +20,16 @@ from rs_jax import index_build
 from rs_jax.data.query_images import read_image
 from rs_jax.index import Index
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_train import OPTIONS, tiny_config  # pylint: disable=C0413
+from tests.test_train import OPTIONS, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 K = 5
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-  """A tiny two-modality run (2 steps), as launch.py leaves it."""
+def train_two_modality_run(tmp_path_factory):
+  """(workdir, data_dir) of a tiny two-modality run (2 steps), as launch.py
+  leaves it (the trainer writes config.json)."""
   data_dir = tmp_path_factory.mktemp("data")
   data.prepare("synthetic", None, data_dir, **OPTIONS)
   config = tiny_config(data_dir, **{
@@ -41,7 +40,13 @@ def run(tmp_path_factory):
       options=dict(bit_balance=dict(form="code"))))
   workdir = tmp_path_factory.mktemp("runs") / "run_a"
   train.train_and_evaluate(config, str(workdir))
-  (workdir / "config.json").write_text(config.to_json_best_effort())
+  return workdir, data_dir
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  """The tiny two-modality run and its indexes."""
+  workdir, data_dir = train_two_modality_run(tmp_path_factory)
   indexes = index_build.build_indexes(workdir, batch_size=20)  # 160 rows: padded batch
   return dict(workdir=workdir, data_dir=data_dir, indexes=indexes,
               source=data.load("synthetic", "all", data_dir),

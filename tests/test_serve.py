@@ -12,19 +12,17 @@ import sys
 import time
 import urllib.request
 
-import ml_collections
 import numpy as np
 import PIL.Image
 import pytest
 from starlette.testclient import TestClient
 
-from rs_jax import data, index_build, train, trained, viz
+from rs_jax import data, index_build, trained, viz
 from rs_jax.serving import app as app_lib
 from rs_jax.serving import searcher as searcher_lib
 from rs_jax.serving import service as service_lib
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_train import OPTIONS, tiny_config  # pylint: disable=C0413
+from tests import test_index_build
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 K = 5
@@ -35,17 +33,7 @@ CHROMEDRIVER = shutil.which("chromedriver")
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   """A tiny two-modality run (2 steps) and its saved S1 and S2 indexes."""
-  data_dir = tmp_path_factory.mktemp("data")
-  data.prepare("synthetic", None, data_dir, **OPTIONS)
-  config = tiny_config(data_dir, **{
-      "train.steps": 2, "eval.every": 2, "data.inputs": ("s1", "s2"),
-      "eval.select": "s1->s2/map@10"})
-  config.loss = ml_collections.ConfigDict(dict(
-      weights=dict(cross_modal_triplet=1.0, push=0.001, bit_balance=1.0),
-      options=dict(bit_balance=dict(form="code"))))
-  workdir = tmp_path_factory.mktemp("runs") / "run_a"
-  train.train_and_evaluate(config, str(workdir))
-  (workdir / "config.json").write_text(config.to_json_best_effort())
+  workdir, data_dir = test_index_build.train_two_modality_run(tmp_path_factory)
   indexes = index_build.build_indexes(workdir, batch_size=64)
   paths = {}
   for m, index in indexes.items():
