@@ -39,19 +39,24 @@ from rs_jax.data import pipeline
 from rs_jax.data.bigearthnet import fake
 from rs_jax.data.bigearthnet import patches
 
-_PAIRS = flags.DEFINE_integer("pairs", 2000, "Generated S1/S2 pairs.")
-_NAMES = flags.DEFINE_list("names", [
-    "bigearthnet/s2", "bigearthnet/s1", "bigearthnet/mm",
-    "bigearthnet_v2/s2", "bigearthnet_v2/s1", "bigearthnet_v2/mm"],
-                           "Datasets to measure.")
-_WORKERS = flags.DEFINE_list("workers", ["1", "2"],
-                             "Local worker counts to prepare with.")
-_BEAM = flags.DEFINE_bool("beam", True, "Also prepare on Beam's DirectRunner.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Batch size.")
-_BATCHES = flags.DEFINE_integer("batches", 50, "Timed train batches.")
-_OUT = flags.DEFINE_string("out", os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "results"), "Results folder.")
-_TAG = flags.DEFINE_string("tag", "cpu", "Results file tag.")
+def define_flags() -> None:
+  """Defines the command-line flags (called only when run as a program)."""
+  flags.DEFINE_integer("pairs", 2000, "Generated S1/S2 pairs.")
+  flags.DEFINE_list("names", [
+      "bigearthnet/s2", "bigearthnet/s1", "bigearthnet/mm",
+      "bigearthnet_v2/s2", "bigearthnet_v2/s1", "bigearthnet_v2/mm"],
+                    "Datasets to measure.")
+  flags.DEFINE_list("workers", ["1", "2"],
+                    "Local worker counts to prepare with.")
+  flags.DEFINE_bool("beam", True, "Also prepare on Beam's DirectRunner.")
+  flags.DEFINE_integer("batch_size", 32, "Batch size.")
+  flags.DEFINE_integer("batches", 50, "Timed train batches.")
+  flags.DEFINE_string("out", os.path.join(
+      os.path.dirname(os.path.abspath(__file__)), "results"), "Results folder.")
+  flags.DEFINE_string("tag", "cpu", "Results file tag.")
+
+
+FLAGS = flags.FLAGS
 
 FULL = {"bigearthnet": 590_326, "bigearthnet_v2": 549_488}
 _MODALITIES = {"s2": ("s2",), "s1": ("s1",), "mm": ("s2", "s1")}
@@ -135,8 +140,8 @@ def measure(name, raw, items, work):
   row = {"dataset": name, "examples": len(items)}
   plain = plain_read_v1 if family == "bigearthnet" else plain_read_v2
   row["plain"] = len(items) / seconds(lambda: plain(raw, items, config))
-  modes = [(f"workers={w}", dict(workers=int(w))) for w in _WORKERS.value]
-  if _BEAM.value:
+  modes = [(f"workers={w}", dict(workers=int(w))) for w in FLAGS.workers]
+  if FLAGS.beam:
     modes.append(("beam", dict(beam=["--runner=DirectRunner"])))
   row["prepare"] = {}
   first = None
@@ -154,13 +159,13 @@ def measure(name, raw, items, work):
   raw_bytes = raw_bytes_v1 if family == "bigearthnet" else raw_bytes_v2
   row["raw_file_bytes"] = raw_bytes(raw, items, config)
   source = data.load(name, "all", first)
-  batches = pipeline.train_batches(source, batch_size=_BATCH_SIZE.value,
+  batches = pipeline.train_batches(source, batch_size=FLAGS.batch_size,
                                    seed=0)
   next(batches)
-  row["train"] = _BATCH_SIZE.value * _BATCHES.value / seconds(
-      lambda: [next(batches) for _ in range(_BATCHES.value)])
+  row["train"] = FLAGS.batch_size * FLAGS.batches / seconds(
+      lambda: [next(batches) for _ in range(FLAGS.batches)])
   row["eval"] = len(source) / seconds(lambda: list(pipeline.eval_batches(
-      source, batch_size=_BATCH_SIZE.value)))
+      source, batch_size=FLAGS.batch_size)))
   best = max(v for k, v in row["prepare"].items() if k != "beam")
   row["full_archive"] = FULL[family]
   row["full_hours"] = FULL[family] / best / 3600
@@ -170,8 +175,8 @@ def measure(name, raw, items, work):
 def table(rows, command, load):
   modes = list(rows[0]["prepare"])
   lines = [
-      f"Data throughput, {_PAIRS.value} generated BigEarthNet pairs (random "
-      f"pixels at native size), batch {_BATCH_SIZE.value}, {os.cpu_count()} "
+      f"Data throughput, {FLAGS.pairs} generated BigEarthNet pairs (random "
+      f"pixels at native size), batch {FLAGS.batch_size}, {os.cpu_count()} "
       f"CPUs ({platform.machine()}), 1-min load average {load:.1f} at the "
       "end (the machine is shared: rates are lower bounds)",
       "",
@@ -198,14 +203,14 @@ def main(argv):
   tmp = tempfile.mkdtemp(prefix="rs_jax_data_bench_")
   try:
     raw_v1, raw_v2 = os.path.join(tmp, "v1"), os.path.join(tmp, "v2")
-    written = fake.write_v1(raw_v1, _PAIRS.value)
-    rows_v2 = fake.write_v2(raw_v2, _PAIRS.value, fmt="lmdb")
+    written = fake.write_v1(raw_v1, FLAGS.pairs)
+    rows_v2 = fake.write_v2(raw_v2, FLAGS.pairs, fmt="lmdb")
     for r in rows_v2:
       del r["s2_bands"], r["s1_bands"]
     for w in written:
       del w["s2_bands"], w["s1_bands"]
     rows = []
-    for name in _NAMES.value:
+    for name in FLAGS.names:
       v1 = name.startswith("bigearthnet/")
       rows.append(measure(name, raw_v1 if v1 else raw_v2,
                           written if v1 else rows_v2,
@@ -218,15 +223,16 @@ def main(argv):
   load = os.getloadavg()[0]  # the machine may be shared: say how busy it was
   text = table(rows, command, load)
   print(text)
-  os.makedirs(_OUT.value, exist_ok=True)
-  stem = os.path.join(_OUT.value, f"data_throughput_{_TAG.value}")
+  os.makedirs(FLAGS.out, exist_ok=True)
+  stem = os.path.join(FLAGS.out, f"data_throughput_{FLAGS.tag}")
   with open(stem + ".md", "w") as f:
     f.write(text + "\n")
   with open(stem + ".json", "w") as f:
-    json.dump({"command": command, "pairs": _PAIRS.value,
+    json.dump({"command": command, "pairs": FLAGS.pairs,
                "cpus": os.cpu_count(), "load_average_1min": load,
                "platform": platform.platform(), "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

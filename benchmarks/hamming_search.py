@@ -32,23 +32,27 @@ from absl import app
 from absl import flags
 import numpy as np
 
-flags.DEFINE_list("n", ["1e5", "1e6", "1e7"], "Database sizes.")
-flags.DEFINE_list("bits", ["32", "64", "128"], "Code lengths.")
-flags.DEFINE_list("queries", ["1", "256", "4096"], "Query batch sizes.")
-flags.DEFINE_integer("k", 20, "Neighbours.")
-flags.DEFINE_integer("repeats", 3, "Timed calls per large cell (best).")
-flags.DEFINE_float("numpy_max", 3e8, "NumPy floor only where Q * N <= this.")
-flags.DEFINE_float("memory_gb", 4.0, "Skip cells whose database exceeds it.")
-flags.DEFINE_integer("devices", 1, ">1: fake CPU devices; prints the "
-                     "sharded scaling table.")
-flags.DEFINE_bool("quick", False, "Grid N = 1e6, K = 64, Q = 256 only.")
-flags.DEFINE_bool("grid", True, "Time the batch grid.")
-flags.DEFINE_list("single_n", ["1e6", "1e7"], "Sizes of the single-query "
-                  "table (64-bit codes); empty: no table.")
-flags.DEFINE_integer("single_queries", 30, "Single queries per engine.")
-flags.DEFINE_string("out", os.path.join(os.path.dirname(os.path.abspath(
-    __file__)), "results"), "Results directory.")
-flags.DEFINE_string("tag", "cpu", "Results file suffix.")
+def define_flags() -> None:
+  """Defines the command-line flags (called only when run as a program)."""
+  flags.DEFINE_list("n", ["1e5", "1e6", "1e7"], "Database sizes.")
+  flags.DEFINE_list("bits", ["32", "64", "128"], "Code lengths.")
+  flags.DEFINE_list("queries", ["1", "256", "4096"], "Query batch sizes.")
+  flags.DEFINE_integer("k", 20, "Neighbours.")
+  flags.DEFINE_integer("repeats", 3, "Timed calls per large cell (best).")
+  flags.DEFINE_float("numpy_max", 3e8, "NumPy floor only where Q * N <= this.")
+  flags.DEFINE_float("memory_gb", 4.0, "Skip cells whose database exceeds it.")
+  flags.DEFINE_integer("devices", 1, ">1: fake CPU devices; prints the "
+                       "sharded scaling table.")
+  flags.DEFINE_bool("quick", False, "Grid N = 1e6, K = 64, Q = 256 only.")
+  flags.DEFINE_bool("grid", True, "Time the batch grid.")
+  flags.DEFINE_list("single_n", ["1e6", "1e7"], "Sizes of the single-query "
+                    "table (64-bit codes); empty: no table.")
+  flags.DEFINE_integer("single_queries", 30, "Single queries per engine.")
+  flags.DEFINE_string("out", os.path.join(os.path.dirname(os.path.abspath(
+      __file__)), "results"), "Results directory.")
+  flags.DEFINE_string("tag", "cpu", "Results file suffix.")
+
+
 FLAGS = flags.FLAGS
 
 # Set by main() after flag parsing: jax must see XLA_FLAGS before import.
@@ -345,4 +349,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -38,17 +38,22 @@ from absl import flags
 
 from benchmarks import report
 
-_CASES = flags.DEFINE_string(
-    "cases", "", "Comma-separated words: run the cases whose name contains "
-    "one ('' = all).")
-_TIMEOUT = flags.DEFINE_integer("timeout", 300, "Seconds a command may run.")
-_OUT = flags.DEFINE_string("out", "robustness", "Results file stem in "
-                           "benchmarks/results/ ('' = write nothing).")
-_LIST = flags.DEFINE_bool("list", False, "Print the case names and stop.")
-_KEEP = flags.DEFINE_bool("keep", False, "Keep the temporary directory.")
-_MERGE = flags.DEFINE_bool(
-    "merge", False, "Replace only the rows of the cases run in the existing "
-    "results; the table then lists every command that produced it.")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defines the command-line flags (called only when run as a program)."""
+  flags.DEFINE_string("cases", "", "Comma-separated words: run the cases "
+                      "whose name contains one ('' = all).")
+  flags.DEFINE_integer("timeout", 300, "Seconds a command may run.")
+  flags.DEFINE_string("out", "robustness", "Results file stem in "
+                      "benchmarks/results/ ('' = write nothing).")
+  flags.DEFINE_bool("list", False, "Print the case names and stop.")
+  flags.DEFINE_bool("keep", False, "Keep the temporary directory.")
+  flags.DEFINE_bool(
+      "merge", False, "Replace only the rows of the cases run in the existing "
+      "results; the table then lists every command that produced it.")
+
 
 ROOT = os.fspath(report.ROOT)
 VERDICTS = ("CLEAR", "OK", "SILENT", "UNCLEAR", "LOSS")
@@ -1052,28 +1057,28 @@ def merged(path, results, command, seconds) -> tuple:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  words = [w for w in _CASES.value.split(",") if w]
+  words = [w for w in FLAGS.cases.split(",") if w]
   names = selected(words)
-  if _LIST.value:
+  if FLAGS.list:
     print("\n".join(names))
     return
   tmp = tempfile.mkdtemp(prefix="rs_jax_robustness_")
   started = time.monotonic()
   try:
-    results = run_cases(names, tmp, _TIMEOUT.value)
+    results = run_cases(names, tmp, FLAGS.timeout)
   finally:
-    if not _KEEP.value:
+    if not FLAGS.keep:
       shutil.rmtree(tmp, ignore_errors=True)
   seconds = time.monotonic() - started
   commands = [report.command("benchmarks.robustness")]
-  if _OUT.value:
-    path = report.RESULTS / f"{_OUT.value}.json"
-    if _MERGE.value and path.exists():
+  if FLAGS.out:
+    path = report.RESULTS / f"{FLAGS.out}.json"
+    if FLAGS.merge and path.exists():
       results, commands, seconds = merged(path, results, commands[0], seconds)
     report.write_json(path, {
         "commands": commands, "seconds": seconds,
         "results": [dataclasses.asdict(r) for r in results]})
-    report.write_markdown(report.RESULTS / f"{_OUT.value}.md",
+    report.write_markdown(report.RESULTS / f"{FLAGS.out}.md",
                           markdown(results, commands, seconds),
                           keep_notes=True)
   counts = {v: sum(r.verdict == v for r in results)
@@ -1083,4 +1088,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

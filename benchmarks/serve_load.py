@@ -38,22 +38,26 @@ from absl import app
 from absl import flags
 import numpy as np
 
-flags.DEFINE_list("n", ["1e6", "1e7"], "Archive sizes of the id queries.")
-flags.DEFINE_list("image_n", ["1e6"], "Archive sizes of the image queries.")
-flags.DEFINE_list("clients", ["1", "8", "64"], "Concurrent clients.")
-flags.DEFINE_integer("requests", 320, "Requests per cell (all clients).")
-flags.DEFINE_float("seconds", 60.0, "Time bound per cell.")
-flags.DEFINE_integer("k", 20, "Neighbours per query.")
-flags.DEFINE_string("run", "workdirs/demo", "Training workdir whose s2 "
-                    "encoder answers the image queries ('' = none).")
-flags.DEFINE_integer("cli_runs", 3, "One-shot processes per engine.")
-flags.DEFINE_string("out", os.path.join(os.path.dirname(os.path.abspath(
-    __file__)), "results"), "Results directory.")
-flags.DEFINE_string("tag", "cpu", "Results file suffix.")
-flags.DEFINE_string("faiss_server", None, "Serve this codes .npz with faiss.")
-flags.DEFINE_string("faiss_once", None, "Search this codes .npz once.")
-flags.DEFINE_integer("port", 0, "Port of --faiss_server.")
-flags.DEFINE_integer("query_id", 0, "Id of the --faiss_once query.")
+def define_flags() -> None:
+  """Defines the command-line flags (called only when run as a program)."""
+  flags.DEFINE_list("n", ["1e6", "1e7"], "Archive sizes of the id queries.")
+  flags.DEFINE_list("image_n", ["1e6"], "Archive sizes of the image queries.")
+  flags.DEFINE_list("clients", ["1", "8", "64"], "Concurrent clients.")
+  flags.DEFINE_integer("requests", 320, "Requests per cell (all clients).")
+  flags.DEFINE_float("seconds", 60.0, "Time bound per cell.")
+  flags.DEFINE_integer("k", 20, "Neighbours per query.")
+  flags.DEFINE_string("run", "workdirs/demo", "Training workdir whose s2 "
+                      "encoder answers the image queries ('' = none).")
+  flags.DEFINE_integer("cli_runs", 3, "One-shot processes per engine.")
+  flags.DEFINE_string("out", os.path.join(os.path.dirname(os.path.abspath(
+      __file__)), "results"), "Results directory.")
+  flags.DEFINE_string("tag", "cpu", "Results file suffix.")
+  flags.DEFINE_string("faiss_server", None, "Serve this codes .npz with faiss.")
+  flags.DEFINE_string("faiss_once", None, "Search this codes .npz once.")
+  flags.DEFINE_integer("port", 0, "Port of --faiss_server.")
+  flags.DEFINE_integer("query_id", 0, "Id of the --faiss_once query.")
+
+
 FLAGS = flags.FLAGS
 
 
@@ -419,4 +423,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -30,31 +30,35 @@ from rs_jax.index import Index
 
 COMMANDS = ("build", "search")
 
-flags.DEFINE_string("checkpoint", None, "Training workdir (config.json, "
-                    "checkpoints/); search --image: the encoder's run "
-                    "(default: the index's).")
-flags.DEFINE_string("out", None, "build: index file to write; with several "
-                    "modalities one per modality, STEM_<modality>.EXT.")
-flags.DEFINE_string("data_name", None, "build: dataset (default: the run's).")
-flags.DEFINE_string("data_dir", None, "build: prepared data (default: the "
-                    "run's).")
-flags.DEFINE_string("split", "all", "build: split, 'all' or a TFDS slice.")
-flags.DEFINE_string("modality", None, "build: one encoder (default: all); "
-                    "search --image: the query's modality (default: the "
-                    "index's).")
-flags.DEFINE_integer("batch_size", 256, "build: global batch size.")
-flags.DEFINE_string("index", None, "search: index file.")
-flags.DEFINE_string("ids", None, "search: comma-separated ids in the index.")
-flags.DEFINE_string("codes", None, "search: .npy of uint32[Q, W] codes.")
-flags.DEFINE_multi_string("image", None, "search: query file (.npy, .tif, "
-                          ".zip, BigEarthNet folder, PNG/JPEG); repeatable.")
-flags.DEFINE_string("query_metadata", None, "search --codes: JSON metadata "
-                    "of their encoder (num_bits, modality, model_pair).")
-flags.DEFINE_integer("k", 10, "search: results per query.")
-flags.DEFINE_bool("include_self", False, "search --ids: keep each query in "
-                  "its own results.")
-flags.DEFINE_string("json", None, "search: also write the results here.")
-flags.DEFINE_string("sheet", None, "search: PNG of each query and its top k.")
+def define_flags() -> None:
+  """Defines the command-line flags (called only when run as a program)."""
+  flags.DEFINE_string("checkpoint", None, "Training workdir (config.json, "
+                      "checkpoints/); search --image: the encoder's run "
+                      "(default: the index's).")
+  flags.DEFINE_string("out", None, "build: index file to write; with several "
+                      "modalities one per modality, STEM_<modality>.EXT.")
+  flags.DEFINE_string("data_name", None, "build: dataset (default: the run's).")
+  flags.DEFINE_string("data_dir", None, "build: prepared data (default: the "
+                      "run's).")
+  flags.DEFINE_string("split", "all", "build: split, 'all' or a TFDS slice.")
+  flags.DEFINE_string("modality", None, "build: one encoder (default: all); "
+                      "search --image: the query's modality (default: the "
+                      "index's).")
+  flags.DEFINE_integer("batch_size", 256, "build: global batch size.")
+  flags.DEFINE_string("index", None, "search: index file.")
+  flags.DEFINE_string("ids", None, "search: comma-separated ids in the index.")
+  flags.DEFINE_string("codes", None, "search: .npy of uint32[Q, W] codes.")
+  flags.DEFINE_multi_string("image", None, "search: query file (.npy, .tif, "
+                            ".zip, BigEarthNet folder, PNG/JPEG); repeatable.")
+  flags.DEFINE_string("query_metadata", None, "search --codes: JSON metadata "
+                      "of their encoder (num_bits, modality, model_pair).")
+  flags.DEFINE_integer("k", 10, "search: results per query.")
+  flags.DEFINE_bool("include_self", False, "search --ids: keep each query in "
+                    "its own results.")
+  flags.DEFINE_string("json", None, "search: also write the results here.")
+  flags.DEFINE_string("sheet", None, "search: PNG of each query and its top k.")
+
+
 FLAGS = flags.FLAGS
 
 
@@ -150,4 +154,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

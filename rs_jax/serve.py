@@ -19,19 +19,23 @@ from rs_jax.serving import app as app_lib
 from rs_jax.serving import searcher
 from rs_jax.serving import server
 
-flags.DEFINE_multi_string("index", None, "Index file; repeat for the other "
-                          "modalities of the same run.")
-flags.DEFINE_string("host", "127.0.0.1", "Address to listen on.")
-flags.DEFINE_integer("port", 8000, "Port to listen on.")
-flags.DEFINE_string("checkpoint", None, "Training workdir whose encoders "
-                    "answer image queries (default: the indexes' run).")
-flags.DEFINE_integer("k_max", 100, "Largest k a query may ask for.")
-flags.DEFINE_list("buckets", [str(b) for b in searcher.BUCKETS],
-                  "Query-batch sizes compiled at start-up.")
-flags.DEFINE_float("max_wait_ms", 2.0, "Longest wait to fill a batch.")
-flags.DEFINE_integer("max_upload_mb", app_lib.MAX_UPLOAD >> 20,
-                     "Largest upload accepted.")
-flags.mark_flag_as_required("index")
+def define_flags() -> None:
+  """Defines the command-line flags (called only when run as a program)."""
+  flags.DEFINE_multi_string("index", None, "Index file; repeat for the other "
+                            "modalities of the same run.")
+  flags.DEFINE_string("host", "127.0.0.1", "Address to listen on.")
+  flags.DEFINE_integer("port", 8000, "Port to listen on.")
+  flags.DEFINE_string("checkpoint", None, "Training workdir whose encoders "
+                      "answer image queries (default: the indexes' run).")
+  flags.DEFINE_integer("k_max", 100, "Largest k a query may ask for.")
+  flags.DEFINE_list("buckets", [str(b) for b in searcher.BUCKETS],
+                    "Query-batch sizes compiled at start-up.")
+  flags.DEFINE_float("max_wait_ms", 2.0, "Longest wait to fill a batch.")
+  flags.DEFINE_integer("max_upload_mb", app_lib.MAX_UPLOAD >> 20,
+                       "Largest upload accepted.")
+  flags.mark_flag_as_required("index")
+
+
 FLAGS = flags.FLAGS
 
 
@@ -53,4 +57,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

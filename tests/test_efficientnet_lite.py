@@ -141,8 +141,9 @@ def test_load_imagenet_errors(monkeypatch):
 
 def test_cli_npz_round_trip(tmp_path, imagenet):
   out = tmp_path / "lite0.npz"
-  test_torch_checkpoints.run_convert("--arch=efficientnet_lite0",
-                                     "--classifier", f"--out={out}")
+  proc = test_torch_checkpoints.run_convert(
+      "--arch=efficientnet_lite0", "--classifier", f"--out={out}")
+  assert proc.returncode == 0, proc.stderr
   loaded = enl.load_imagenet(1000, path=out)
   jax.tree.map(np.testing.assert_array_equal, loaded, imagenet)
   with pytest.raises(ValueError, match="unexpected keys"):

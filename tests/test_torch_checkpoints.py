@@ -18,18 +18,18 @@ differs from its float64 by up to 2.5e-5 here). One compile per
 architecture covers both modes.
 """
 import json
+import re
 import pathlib
+import subprocess
+import sys
 
 import jax
 import ml_collections
 import numpy as np
 import pytest
 import safetensors.numpy
-from absl import flags
-from absl.testing import flagsaver
 from flax import traverse_util
 
-from rs_jax.models import convert as convert_cli
 from rs_jax.models import encoder
 from rs_jax.models import torch_checkpoints
 from rs_jax.models import weights
@@ -46,11 +46,11 @@ STEM = {"resnet18": (("bn_init",), 2 * 31 * 31),
 
 
 def run_convert(*argv):
-  """Runs `python -m rs_jax.models.convert ARGV` in this process
-  (--verbosity given: console.quiet's log filters stay out of pytest)."""
-  with flagsaver.flagsaver():
-    flags.FLAGS(["convert", "--verbosity=0", *argv])
-    convert_cli.main(["convert"])
+  """Runs `python -m rs_jax.models.convert ARGV` -> the finished process."""
+  return subprocess.run(
+      [sys.executable, "-m", "rs_jax.models.convert", *argv],
+      cwd=FIXTURES.parent.parent, capture_output=True, text=True,
+      timeout=300, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -179,8 +179,9 @@ def test_cli_converts_safetensors_for_sentinel2_bands(resnet18_state,
   safetensors.numpy.save_file(
       {f"module.{k}": v for k, v in resnet18_state.items()}, str(src))
   out = tmp_path / "r18.npz"
-  run_convert("--arch=resnet18", f"--torch_file={src}", f"--out={out}",
-              "--in_channels=12")
+  proc = run_convert("--arch=resnet18", f"--torch_file={src}",
+                     f"--out={out}", "--in_channels=12")
+  assert proc.returncode == 0, proc.stderr
   template = torch_checkpoints.variables_template("resnet18", in_channels=12)
   loaded = weights.load_npz(out, template)
   want = torch_checkpoints.convert(resnet18_state, "resnet18",
@@ -190,8 +191,10 @@ def test_cli_converts_safetensors_for_sentinel2_bands(resnet18_state,
       loaded["params"]["conv_init"]["kernel"],
       weights.adapt_first_conv(
           resnet18_state["conv1.weight"].transpose(2, 3, 1, 0), 12))
-  with pytest.raises(SystemExit, match=r"as resnet50: .*more\)"):
-    run_convert("--arch=resnet50", f"--torch_file={src}", f"--out={out}")
+  proc = run_convert("--arch=resnet50", f"--torch_file={src}", f"--out={out}")
+  assert proc.returncode == 1 and proc.stdout == "", proc
+  assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+  assert re.search(r"as resnet50: .*more\)", proc.stderr), proc.stderr
 
 
 def test_read_state_dict_unwraps_training_checkpoints():

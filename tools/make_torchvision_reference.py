@@ -42,8 +42,13 @@ import numpy as np
 from absl import app
 from absl import flags
 
-_FIXTURE = flags.DEFINE_string(
-    "fixture", "tests/fixtures/torchvision_reference.npz", "Output .npz.")
+def define_flags() -> None:
+  """Defines the command-line flags (called only when run as a program)."""
+  flags.DEFINE_string(
+      "fixture", "tests/fixtures/torchvision_reference.npz", "Output .npz.")
+
+
+FLAGS = flags.FLAGS
 
 NUM_CLASSES = 10
 # torchvision / timm builder name -> (input side, stem BN module)
@@ -178,10 +183,11 @@ def main(argv):
           f"torchvision max |diff| {diff:.2g}")
   out["inception_v3/preprocess_sha256"] = np.str_(
       _preprocess_sha256(torchvision))
-  with open(_FIXTURE.value, "wb") as f:
+  with open(FLAGS.fixture, "wb") as f:
     np.savez_compressed(f, **out)
-  print(f"wrote {_FIXTURE.value}")
+  print(f"wrote {FLAGS.fixture}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -34,16 +34,21 @@ from rs_jax import paths
 import rs_jax.data
 from rs_jax.data import base
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "A config whose `data` section (name, manual_dir, "
-    "data_dir, options) says what to prepare: an experiment's config, or "
-    "configs/prepare.py:NAME.", lock_config=True)
-_WORKERS = flags.DEFINE_integer("workers", os.cpu_count() or 1,
-                                "Local worker processes.")
-_BEAM = flags.DEFINE_bool("beam", False, "Prepare on Apache Beam.")
-_BEAM_OPTIONS = flags.DEFINE_string(
-    "beam_options", "", "Beam pipeline options, e.g. '--runner=FlinkRunner "
-    "--flink_master=HOST:8081 --environment_type=LOOPBACK'.")
+def define_flags() -> None:
+  """Defines the command-line flags (called only when run as a program)."""
+  config_flags.DEFINE_config_file(
+      "config", None, "A config whose `data` section (name, manual_dir, "
+      "data_dir, options) says what to prepare: an experiment's config, or "
+      "configs/prepare.py:NAME.", lock_config=True)
+  flags.DEFINE_integer("workers", os.cpu_count() or 1,
+                       "Local worker processes.")
+  flags.DEFINE_bool("beam", False, "Prepare on Apache Beam.")
+  flags.DEFINE_string(
+      "beam_options", "", "Beam pipeline options, e.g. '--runner=FlinkRunner "
+      "--flink_master=HOST:8081 --environment_type=LOOPBACK'.")
+
+
+FLAGS = flags.FLAGS
 
 
 def _log_path(data_dir) -> str:
@@ -56,21 +61,21 @@ def _log_path(data_dir) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  data_config = _CONFIG.value.data
+  data_config = FLAGS.config.data
   if not data_config.get("data_dir"):
     raise app.UsageError("set --config.data.data_dir")
   log_path = _log_path(data_config.data_dir)
-  if not flags.FLAGS["verbosity"].present:
+  if not FLAGS["verbosity"].present:
     console.quiet()
   console.log_to(log_path)  # after quiet(): its filter is for the console
-  beam = shlex.split(_BEAM_OPTIONS.value) if _BEAM.value else None
+  beam = shlex.split(FLAGS.beam_options) if FLAGS.beam else None
   start = time.perf_counter()
   captured = io.StringIO()
   with console.errors_in_one_line(log_path,
-                                  verbose=flags.FLAGS["verbosity"].present):
+                                  verbose=FLAGS["verbosity"].present):
     with contextlib.redirect_stdout(captured):  # TFDS's notices; bars stay
       builder = rs_jax.data.prepare_config(
-          data_config, workers=_WORKERS.value, beam=beam)
+          data_config, workers=FLAGS.workers, beam=beam)
   logging.info("%s", captured.getvalue().strip())
   seconds = time.perf_counter() - start
   counts = {s: v.num_examples for s, v in builder.info.splits.items()}
@@ -86,4 +91,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main, flags_parser=console.parse_flags)

@@ -25,41 +25,47 @@ from rs_jax.models import efficientnet_lite
 from rs_jax.models import torch_checkpoints
 from rs_jax.models import weights
 
-_ARCH = flags.DEFINE_enum("arch", None, sorted(torch_checkpoints.ARCHITECTURES),
-                          "Architecture of the checkpoint.", required=True)
-_TORCH_FILE = flags.DEFINE_string(
-    "torch_file", None, "torch checkpoint (.pth, .pt, .bin, .safetensors).")
-_OUT = flags.DEFINE_string("out", None, "Output .npz.", required=True)
-_CLASSIFIER = flags.DEFINE_bool(
-    "classifier", False, "Keep the classifier `fc` (the file then fits the "
-    "model with num_classes set, not model.backbone).")
-_IN_CHANNELS = flags.DEFINE_integer(
-    "in_channels", 3, "Input bands; the stem is adapted "
-    "(weights.adapt_first_conv).", lower_bound=1)
+def define_flags() -> None:
+  """Defines the command-line flags (called only when run as a program)."""
+  flags.DEFINE_enum("arch", None, sorted(torch_checkpoints.ARCHITECTURES),
+                    "Architecture of the checkpoint.", required=True)
+  flags.DEFINE_string(
+      "torch_file", None, "torch checkpoint (.pth, .pt, .bin, .safetensors).")
+  flags.DEFINE_string("out", None, "Output .npz.", required=True)
+  flags.DEFINE_bool(
+      "classifier", False, "Keep the classifier `fc` (the file then fits the "
+      "model with num_classes set, not model.backbone).")
+  flags.DEFINE_integer(
+      "in_channels", 3, "Input bands; the stem is adapted "
+      "(weights.adapt_first_conv).", lower_bound=1)
+
+
+FLAGS = flags.FLAGS
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
+  if not FLAGS["verbosity"].present:
     console.quiet()
-  path = _TORCH_FILE.value
-  if path is None and _ARCH.value == "efficientnet_lite0":
+  path = FLAGS.torch_file
+  if path is None and FLAGS.arch == "efficientnet_lite0":
     path = efficientnet_lite.package_weights_path()
   if path is None:
-    raise app.UsageError(f"--torch_file is required for {_ARCH.value}")
+    raise app.UsageError(f"--torch_file is required for {FLAGS.arch}")
   try:
     state = torch_checkpoints.read_state_dict(path)
     variables = torch_checkpoints.convert(
-        state, _ARCH.value, classifier=_CLASSIFIER.value,
-        in_channels=_IN_CHANNELS.value, source=path)
+        state, FLAGS.arch, classifier=FLAGS.classifier,
+        in_channels=FLAGS.in_channels, source=path)
   except (OSError, ValueError, pickle.UnpicklingError) as e:
     raise SystemExit(f"error: {e}") from e
-  weights.save_npz(_OUT.value, variables)
+  weights.save_npz(FLAGS.out, variables)
   leaves = jax.tree.leaves(variables)
-  print(f"wrote {_OUT.value}: {_ARCH.value}, {len(state)} torch tensors -> "
+  print(f"wrote {FLAGS.out}: {FLAGS.arch}, {len(state)} torch tensors -> "
         f"{len(leaves)} arrays, {sum(v.size for v in leaves)} values")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
