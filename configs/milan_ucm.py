@@ -49,7 +49,7 @@ def get_config(arg=None):
   if dataset not in ("ucmerced", "aid"):
     raise ValueError(f"dataset must be 'ucmerced' or 'aid', got {dataset!r}")
   config = ml_collections.ConfigDict()
-  config.task = "train"
+  config.task = "train_task"
   config.seed = 0
 
   config.data = ml_collections.ConfigDict()

@@ -38,10 +38,6 @@ from rs_jax import workdir as workdir_lib
 from rs_jax.models import encoder as encoder_lib
 
 
-def run(config, workdir):
-  return train_and_evaluate(config, workdir)
-
-
 def create_models(config, input_shapes):
   """{modality: HashEncoder}; input_shapes: {modality: per-example shape}."""
   frozen = config.model.frozen
