@@ -1,7 +1,7 @@
 """MiLaN and the hashing baselines on UC Merced: the paper's Table I.
 
   python -m benchmarks.milan_table --data_dir DATA_DIR \
-      --manual_dir /work/shared/data/ucmerced
+      --manual_dir ../shared/data/ucmerced
   python -m benchmarks.milan_table \
       --from_json benchmarks/results/milan_ucm_cpu.json
 
