@@ -1,10 +1,16 @@
 """benchmarks/milan_table.py helpers and configs/milan_ucm.py on tiny data."""
+import itertools
+import os
+
 import numpy as np
+from PIL import Image
 import pytest
 
 from benchmarks import milan_table
 from configs import milan_aid
 from configs import milan_ucm
+from rs_jax import input_pipeline
+from rs_jax.data import rgb_folders
 
 
 def _map_at_k_reference(dist, labels, k):
@@ -89,3 +95,47 @@ def test_table_rows_and_spread():
   assert "0.260 ± 0.100" in md[3] and "0.420 ± 0.100" in md[3]
   assert "0.557" in md[3]  # the paper's KSLSH value at K=16
   assert milan_table.mean_spread([0.3]) == (0.3, 0.0)
+
+
+def test_authors_protocol_config():
+  c, authors = milan_ucm.get_config(), milan_ucm.get_config("authors")
+  assert authors.data.train_split == "train+validation"
+  assert not authors.eval.val_query_split and not authors.eval.val_database_split
+  assert authors.train.sampler_options.two_classes
+  assert milan_ucm.get_config("aid,authors").data.name == "aid"
+  for key in ("data", "eval", "train"):  # nothing else changes
+    authors[key] = c[key]
+  assert authors.to_dict() == c.to_dict()
+  assert milan_table.variant(c, "authors", bits=16, seed=0).data.train_split \
+      == "train+validation"
+  with pytest.raises(ValueError, match="'ucmerced,aid'"):
+    milan_ucm.get_config("ucmerced,aid")
+
+
+def test_authors_protocol_splits_and_batches(tmp_path):
+  """40 images per class, preset "milan": the authors train on all 60 % (24
+  per class: train 4 + validation 20), test on 40 %, validate on nothing;
+  each batch is 2T distinct images of one class and T of another."""
+  for c in rgb_folders.UCMERCED_CLASSES:
+    os.makedirs(tmp_path / "raw" / c)
+    for i in range(40):
+      Image.fromarray(np.full((4, 4, 3), i, np.uint8)).save(
+          tmp_path / "raw" / c / f"{c}{i:02d}.png")
+  config = milan_ucm.get_config("authors")
+  config.data.manual_dir = str(tmp_path / "raw")
+  config.data.data_dir = str(tmp_path / "data")
+  config.model.frozen = False  # images, not cached features
+  config.train.batch_size = 3 * 12
+  data = input_pipeline.load(config, tmp_path)
+  assert {s: len(src) for s, src in data.sources.items()} == {
+      "train+validation": 21 * 24, "test": 21 * 16}
+  train_labels = np.array([ex["label"] for ex in
+                           (data.sources["train+validation"][i]
+                            for i in range(21 * 24))])
+  assert (np.bincount(train_labels) == 24).all()
+  for batch in itertools.islice(data.train_batches(seed=0), 3):
+    a, pos, neg = np.split(batch["label"], 3)
+    assert len(set(a) | set(pos)) == 1 and len(set(neg)) == 1
+    assert neg[0] != a[0]
+    # anchors + positives: all 24 training images of the class, once each
+    assert len({int(x[0, 0, 0]) for x in batch["image"][:24]}) == 24
