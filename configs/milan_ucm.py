@@ -68,8 +68,9 @@ def authors_protocol(config):
   config = config.copy_and_resolve_references()
   config.data.train_split = "train+validation"
   config.eval.val_query_split = config.eval.val_database_split = ""
-  config.train.sampler_options = ml_collections.ConfigDict(
-      dict(two_classes=True))
+  with config.unlocked():  # a locked command-line config has no such field
+    config.train.sampler_options = ml_collections.ConfigDict(
+        dict(two_classes=True))
   return config
 
 

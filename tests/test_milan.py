@@ -106,6 +106,7 @@ def test_authors_protocol_config():
   for key in ("data", "eval", "train"):  # nothing else changes
     authors[key] = c[key]
   assert authors.to_dict() == c.to_dict()
+  c.lock()  # as the benchmark's --config flag gives it
   assert milan_table.variant(c, "authors", bits=16, seed=0).data.train_split \
       == "train+validation"
   with pytest.raises(ValueError, match="'ucmerced,aid'"):
@@ -139,3 +140,19 @@ def test_authors_protocol_splits_and_batches(tmp_path):
     assert neg[0] != a[0]
     # anchors + positives: all 24 training images of the class, once each
     assert len({int(x[0, 0, 0]) for x in batch["image"][:24]}) == 24
+
+
+def test_add_rows_merges_without_touching_the_other_rows():
+  record = dict(records=[dict(method="itq", bits=16, seed=0, map=0.7),
+                         dict(method="authors", bits=16, seed=0, map=0.1)],
+                query_time_ms={"itq@16": 0.4, "authors@16": 9.0},
+                added=[dict(variants=["authors"], command="old")])
+  new = [dict(method="authors", bits=16, seed=0, map=0.8),
+         dict(method="authors", bits=32, seed=0, map=0.9)]
+  merged = milan_table.merge_rows(
+      record, new, {("authors", 16): 0.5},
+      dict(variants=["authors"], command="new", total_s=1.0))
+  assert merged["records"] == record["records"][:1] + new
+  assert merged["query_time_ms"] == {"itq@16": 0.4, "authors@16": 0.5}
+  assert [a["command"] for a in merged["added"]] == ["new"]
+  assert len(record["records"]) == 2  # the input is not changed
