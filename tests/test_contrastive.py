@@ -2,12 +2,14 @@
 step on two cached views of generated features against a NumPy NT-Xent."""
 import inspect
 import itertools
+import json
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import report
 from configs import contrastive_ucm
 from rs_jax import losses
 from rs_jax import optimizers
@@ -91,3 +93,25 @@ def test_train_step_ntxent_matches_numpy_and_loss_goes_down():
     history.append(float(scalars["loss/ntxent"]))
   # ~1.40 -> ~1.26 on these data.
   assert np.mean(history[-20:]) < np.mean(history[:20]) - 0.08, history
+
+
+def test_unsupervised_table_from_json(tmp_path):
+  from benchmarks import unsupervised_ucm  # pylint: disable=g-import-not-at-top
+  records = [dict(method="nn_float", bits=0, seed=0, map=0.81, map_r=0.56)]
+  records += [dict(method="itq", bits=32, seed=s, map=0.7 + 0.1 * s,
+                   map_r=0.5) for s in (0, 1)]
+  records += [dict(method="contrastive", bits=32, seed=0, map=0.8, map_r=0.6,
+                   steps_per_sec=9.0)]
+  record = dict(command="python -m benchmarks.unsupervised_ucm --bits 32",
+                environment={}, total_s=60.0, prepare_s=5.0, bits=[32],
+                seeds=[0, 1], contrastive_seeds=[0], records=records,
+                config=contrastive_ucm.get_config().to_dict())
+  path = tmp_path / "unsupervised_ucm_cpu.json"
+  path.write_text(json.dumps(record))
+  path.with_suffix(".md").write_text(f"old\n{report.NOTES}\n\nmy note\n")
+  report.rerender(path, unsupervised_ucm.render, "benchmarks.unsupervised_ucm")
+  md = path.with_suffix(".md").read_text()
+  assert "| ITQ | 0.750 ± 0.071 |" in md
+  assert "| Contrastive hashing (NT-Xent, two D4 views) | 0.800 |" in md
+  assert "0.810 (any K)" in md and "9 steps/s" in md
+  assert md.rstrip().endswith("my note") and "old" not in md
