@@ -36,6 +36,9 @@ test split. Settings and where they come from:
   uses 256-8192, bounded here by the 840 training images.
 - Adam lr 1e-4, beta1 0.5, beta2 0.9 (MiLaN's, for the same head), 3000
   steps (~450 epochs of the 840 images), constant rate.
+Result (benchmarks/results/unsupervised_ucm_cpu.md, seed 0): test mAP@20
+0.753 / 0.805 / 0.792 at K = 16 / 32 / 64, ITQ on the same features 0.702 /
+0.766 / 0.800; this one setting was run, nothing was tuned.
 """
 import ml_collections
 
