@@ -462,8 +462,10 @@ def render(record, *, rendered_by=None):
   if record.get("command_as_run"):
     md += ["Recorded as run:", "", f"    {record['command_as_run']}", ""]
   for added in record.get("added", []):
+    load = added.get("environment", {}).get("load_avg")
     md += [f"Rows {', '.join(added['variants'])} added later "
-           f"(`{added['total_s'] / 60:.1f}` min) by:", "",
+           f"(`{added['total_s'] / 60:.1f}` min"
+           + (f", load average {load[0]:.1f}" if load else "") + ") by:", "",
            f"    {added['command']}", ""]
   if rendered_by:
     md += [f"This file was rendered from the JSON by `{rendered_by}`.", ""]
