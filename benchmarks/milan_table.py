@@ -222,7 +222,8 @@ def variant(config, name, *, bits, seed):
                           push=dict(form="code"),
                           bit_balance=dict(form="code"))
     c.train.sampler = "pk"
-    c.train.sampler_options = dict(p=15, k=6)
+    with c.unlocked():  # the --config flag's config is locked
+      c.train.sampler_options = dict(p=15, k=6)
   elif name == "eq1_printed":
     c.loss.options.triplet.normalize = False
   elif name == "views8":

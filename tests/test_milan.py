@@ -71,7 +71,8 @@ def test_variants():
           v.loss.weights.bit_balance) == (16, 2, 1.0, 1.0)
   v = milan_table.variant(base, "lambda_0.001", bits=24, seed=0)
   assert (v.loss.weights.push, v.loss.weights.bit_balance) == (0.001, 0.001)
-  v = milan_table.variant(base, "semi_hard", bits=32, seed=0)
+  v = milan_table.variant(base.copy_and_resolve_references().lock(),
+                          "semi_hard", bits=32, seed=0)
   assert v.train.sampler == "pk" and "triplet" not in v.loss.weights
   assert v.loss.options.triplet_mined.miner == "semi_hard"
   assert v.train.sampler_options.p * v.train.sampler_options.k == 90
