@@ -1,7 +1,7 @@
 """Unsupervised hashing on UC Merced: contrastive hashing vs LSH and ITQ.
 
   python -m benchmarks.unsupervised_ucm --data_dir DATA_DIR \
-      --manual_dir /work/shared/data/ucmerced
+      --manual_dir ../shared/data/ucmerced
   python -m benchmarks.unsupervised_ucm \
       --from_json benchmarks/results/unsupervised_ucm_cpu.json
 

@@ -50,7 +50,7 @@ def get_config(arg=None):
   """Returns the config; arg is unused."""
   del arg
   config = ml_collections.ConfigDict()
-  config.task = "train"
+  config.task = "train_task"
   config.seed = 0
 
   config.data = ml_collections.ConfigDict()
