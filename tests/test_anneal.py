@@ -6,6 +6,7 @@ normalised patch (24-d), put in place of `features.compute_features` so the
 test compiles no CNN; the backbone feature cache itself is tested in
 tests/test_features.py."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -93,6 +94,18 @@ def test_run_refuses_unknown_retrieval_features(base_config, tmp_path):
                 {"eval.retrieval_features": "pooled"})
   with pytest.raises(ValueError, match="eval.retrieval_features"):
     anneal.run(config, str(tmp_path))
+
+
+def test_more_rounds_resume_a_finished_run(straight, tmp_path):
+  """al.rounds may grow on resume (rs_jax.workdir.RESUMABLE): the finished
+  rounds are kept and one more is run."""
+  config, workdir, curve = straight
+  shutil.copytree(workdir, tmp_path / "run")
+  longer = _set(config.copy_and_resolve_references(), {"al.rounds": 3})
+  got = anneal.run(longer, str(tmp_path / "run"))
+  assert got[:3] == curve and [e["round"] for e in got] == [0, 1, 2, 3]
+  assert "al.rounds: 2 -> 3" in (tmp_path / "run" /
+                                 "config_changes.log").read_text()
 
 
 class Crash(Exception):
