@@ -4,15 +4,23 @@ mAP@5 versus bits of information for every strategy and the upper bound.
   python -m benchmarks.anneal_curves --rounds 4 --trials 1 \
       --workdir workdirs/anneal_curves \
       --config.data.manual_dir=../shared/data/ucmerced
+  python -m benchmarks.anneal_curves --strategies mgue --lambdas 1,2,3,4,5,6 \
+      --rounds 11 --workdir workdirs/anneal_lambda \
+      --out benchmarks/results/anneal_lambda_ucm_cpu   # Fig. 3
   python -m benchmarks.anneal_curves \
       --from_json benchmarks/results/anneal_ucm_cpu.json
 
 Every strategy runs `rs_jax.active_learning.anneal.run` (--config, default
 configs/anneal_ucm.py, with al.frozen_backbone=True) in
-WORKDIR/<strategy>/seed<k>; a rerun resumes. The UC Merced features are
-cached once in --data_dir. The raw archive: --config.data.manual_dir, or
-$RS_JAX_DATA/ucmerced. Writes OUT.json (curves, mean over trials,
-seconds, command), OUT.md and OUT.png.
+WORKDIR/<strategy>/seed<k> (with --lambdas: once per MGUE lambda of eq. 7,
+in WORKDIR/lam<lambda>/<strategy>/seed<k>, named "<strategy> λ=<lambda>");
+a rerun resumes. The UC Merced features are cached once in --data_dir. The
+raw archive: --config.data.manual_dir, or $RS_JAX_DATA/ucmerced. Writes
+OUT.json (curves, mean over trials, seconds, command; after every
+strategy), OUT.md and OUT.png. Every round records mAP@5 of both retrieval
+features (--config.eval.retrieval_features ranks "map@5", the other kind is
+"<kind>_map@5"), so the .md has a table per kind and, with cal, random and
+an ANNEAL strategy, the per-trial ordering check ANNEAL > CAL > random.
 """
 import os
 import time
@@ -45,6 +53,9 @@ def define_flags() -> None:
   flags.DEFINE_integer("rounds", 4, "Active-learning rounds.")
   flags.DEFINE_integer("trials", 1, "Trials (seeds 0..trials-1).")
   flags.DEFINE_list("strategies", list(STRATEGIES), "Strategies to run.")
+  flags.DEFINE_list("lambdas", [], "MGUE lambdas (eq. 7) to sweep (paper "
+                    "Figs. 3-4: 1..6); every strategy runs once per lambda. "
+                    "Empty: config.al.lam only.")
   flags.DEFINE_integer("epochs", 15, "Epochs per round (paper: 15).")
   flags.DEFINE_integer("pool_size", 0, "0: U = all training pairs; else a "
                        "seeded sample.")
@@ -75,6 +86,47 @@ def mean_curve(curves):
           values) > 1 else 0.0
     out.append(entry)
   return out
+
+
+def metric_label(results, metric) -> str:
+  """Returns the heading of a metric: which features it ranks."""
+  kind, _, base = metric.rpartition("_")
+  kind = kind or results["retrieval_features"]
+  what = {"backbone": "backbone features (the paper's, Sec. IV-B)",
+          "projection": "projection head output"}[kind]
+  return f"{base.replace('map', 'mAP')} (%), retrieval on the {what}"
+
+
+ANNEAL = ("mgue", "bcgue")
+
+
+def ordering(results, metric=PAPER_METRIC):
+  """Returns markdown: per trial and round (from 1; round 0 is the shared
+  initial set), whether every ANNEAL strategy run (mgue, bcgue) > cal >
+  random, else the comparisons that fail; None without cal, random and an
+  ANNEAL strategy."""
+  s = results["strategies"]
+  anneal_runs = [n for n in ANNEAL if n in s]
+  if "cal" not in s or "random" not in s or not anneal_runs:
+    return None
+  names = [*anneal_runs, "cal", "random"]
+  trials = min(len(s[n]["trials"]) for n in names)
+  rounds = min(len(c) for n in names for c in s[n]["trials"][:trials])
+  rows, held = [], 0
+  for t in range(trials):
+    cells = []
+    for r in range(1, rounds):
+      v = {n: s[n]["trials"][t][r][metric] for n in names}
+      fails = [f"{n} ≤ cal" for n in anneal_runs if v[n] <= v["cal"]]
+      if v["cal"] <= v["random"]:
+        fails.append("cal ≤ random")
+      held += not fails
+      cells.append("yes" if not fails else ", ".join(fails))
+    rows.append([f"trial {t} (seed {t})", *cells])
+  md = report.markdown_table(
+      ["", *(f"round {r}" for r in range(1, rounds))], rows)
+  return (md + f"\n\n{' and '.join(anneal_runs)} > cal > random holds in "
+          f"{held} of {trials * (rounds - 1)} (trial, round) cells.")
 
 
 def table(results, metric=PAPER_METRIC):
@@ -117,7 +169,8 @@ def plot(results, path, metric=PAPER_METRIC):
     ax.axhline(100 * ub[metric], color="k", ls="--", label="all pairs")
   ax.set_xlabel("bits of information")
   ax.set_ylabel(f"{metric.replace('map', 'mAP')} (%)")
-  ax.set_title("ANNEAL, UC Merced, frozen EfficientNet-Lite0 features (CPU)")
+  ax.set_title("ANNEAL, UC Merced, CPU mode, retrieval on "
+               f"{results['retrieval_features']} features")
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
@@ -129,7 +182,10 @@ def render(results, *, rendered_by=None) -> str:
   """Returns the markdown of a results record (the .json's content)."""
   trials = max(len(r["trials"]) for r in results["strategies"].values())
   first = next(iter(results["strategies"].values()))["trials"][0]
-  md = ["# ANNEAL, UC Merced, CPU mode: retrieval per round", "",
+  title = "retrieval per round"
+  if results.get("lambdas"):
+    title = "MGUE λ sweep (eq. 7, paper Fig. 3)"
+  md = [f"# ANNEAL, UC Merced, CPU mode: {title}", "",
         f"    {results['command']}", ""]
   if results.get("command_as_run"):
     md += ["Recorded as run:", "", f"    {results['command_as_run']}", ""]
@@ -137,9 +193,15 @@ def render(results, *, rendered_by=None) -> str:
     md += [f"This file was rendered from the JSON by `{rendered_by}`.", ""]
   md += [f"{trials} trial(s), {results['seconds']:.0f} s in all; (b) = bits "
          "of information spent (mean over trials).", ""]
-  for metric in metric_names(first):
-    md += [f"## {metric.replace('map', 'mAP')} (%)", "",
+  metrics = metric_names(first)
+  for metric in metrics:
+    md += [f"## {metric_label(results, metric)}", "",
            table(results, metric), ""]
+  for metric in metrics:
+    check = ordering(results, metric)
+    if check:
+      md += [f"## Per trial: ANNEAL > CAL > random, "
+             f"{metric_label(results, metric)}", "", check, ""]
   return "\n".join(md)
 
 
@@ -155,13 +217,16 @@ def base_config(config):
   return config
 
 
-def run_strategy(base, name, workdir, trials):
-  """Runs `trials` trials of one strategy; returns its JSON entry."""
+def run_strategy(base, name, workdir, trials, lam=None):
+  """Runs `trials` trials of one strategy (with MGUE lambda `lam` when
+  given); returns its JSON entry."""
   t = time.time()
   curves = []
   for seed in range(trials):
     config = base.copy_and_resolve_references()
     config.al.strategy, config.seed = name, seed
+    if lam is not None:
+      config.al.lam = lam
     curves.append(anneal.run(config, os.path.join(workdir, name,
                                                   f"seed{seed}")))
   entry = {"trials": curves, "mean": mean_curve(curves),
@@ -199,15 +264,26 @@ def main(argv):
   report.start_console(os.path.join(workdir, "log.txt"))
   base = base_config(FLAGS.config)
   results = {"command": report.command(__spec__.name), "strategies": {},
+             "retrieval_features": base.eval.retrieval_features,
              "paper_map@5_at_1845_bits": PAPER_1845_BITS}
+  lambdas = [float(v) for v in FLAGS.lambdas]
+  if lambdas:
+    results["lambdas"] = lambdas
   start = time.time()
-  for name in FLAGS.strategies:
-    results["strategies"][name] = run_strategy(base, name, workdir,
-                                               FLAGS.trials)
+  out = FLAGS.out
+  runs = [(name, None, workdir) for name in FLAGS.strategies]
+  if lambdas:
+    runs = [(f"{name} λ={lam:g}", lam, os.path.join(workdir, f"lam{lam:g}"))
+            for lam in lambdas for name in FLAGS.strategies]
+  for key, lam, folder in runs:
+    name = key.split(" ")[0]
+    results["strategies"][key] = run_strategy(base, name, folder,
+                                              FLAGS.trials, lam)
+    results["seconds"] = time.time() - start
+    report.write_json(out + ".json", results)  # partial results survive
   if FLAGS.upper_bound_steps:
     results["upper_bound"] = run_upper_bound(base, workdir)
   results["seconds"] = time.time() - start
-  out = FLAGS.out
   report.write_json(out + ".json", results)
   plot(results, out + ".png")
   md = render(results)

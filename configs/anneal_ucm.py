@@ -10,8 +10,24 @@ data.manual_dir, split 80/10/10 (preset "anneal"); mAP@5 with queries from
 validation and archive = test.
 
 al.frozen_backbone=True (the default, CPU mode): frozen EfficientNet-Lite0
-ImageNet features (ResNet-18 ImageNet weights cannot be had offline here),
-a trainable projection head, retrieval by the head's output (cosine).
+ImageNet features (ResNet-18 ImageNet weights cannot be had offline here,
+1280-d, cached once), then the trainable layers: the backbone top
+model.frozen_top (Dense 512 + ReLU), the projection head, the BCGUE pair
+classifier on the top's outputs, CAL's class head on the projection.
+
+Retrieval, eval.retrieval_features: "backbone" (default) as the paper
+(Sec. IV-B: "the projection head is discarded and the feature
+representations obtained from the backbone (i.e., ResNet18) are used to
+perform CBIR"), by cosine similarity, the similarity s of the metric space
+(Sec. III-A, eq. 1); "projection": the projection head's output. "Backbone
+features" means the input of the projection head in both modes: with the
+backbone fine-tuned, its pooled output; in the CPU mode the output of the
+trainable top, which stands in for the fine-tuned end of the backbone
+(frozen features alone do not depend on the labels, so every strategy
+would retrieve alike; 512 = ResNet-18's feature width). frozen_top=()
+gives the former head-only model, where "backbone" ranks the frozen
+features. Each round records both kinds: map@5 (the chosen one) and
+projection_map@5 / backbone_map@5 (the other).
 
 al.frozen_backbone=False (the paper's setting, for GPUs): the backbone is
 fine-tuned with the heads on the images (rs_jax/active_learning/finetune.py),
@@ -51,6 +67,9 @@ def get_config(arg=None):
   config.model.projection_hidden = 512  # Sec. IV-B: 512 and 256 units
   config.model.projection_features = 256
   config.model.pair_hidden = (512, 256)  # BCGUE classifier (not in the paper)
+  # CPU mode only: trainable Dense + ReLU widths on the frozen features; their
+  # output is the backbone feature (retrieval, BCGUE's input). See above.
+  config.model.frozen_top = (512,)
 
   config.al = ml_collections.ConfigDict()
   config.al.strategy = "mgue"
@@ -88,4 +107,5 @@ def get_config(arg=None):
   config.eval.query_split = "validation"
   config.eval.database_split = "test"
   config.eval.batch_size = 64
+  config.eval.retrieval_features = "backbone"  # or "projection"; see above
   return config

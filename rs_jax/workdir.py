@@ -31,9 +31,10 @@ from rs_jax import paths
 LOCK = "lock"
 CONFIG = "config.json"
 CHANGES = "config_changes.log"
-# Dotted field prefixes a resumed run may change.
+# Dotted field prefixes a resumed run may change (al.rounds: more active
+# learning rounds, the AL loop's "more steps").
 RESUMABLE = ("train.steps", "train.log_every", "train.checkpoint_every",
-             "eval.")
+             "eval.", "al.rounds")
 
 
 class WorkdirError(ValueError):

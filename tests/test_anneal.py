@@ -6,6 +6,7 @@ normalised patch (24-d), put in place of `features.compute_features` so the
 test compiles no CNN; the backbone feature cache itself is tested in
 tests/test_features.py."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -83,7 +84,28 @@ def test_run_writes_a_curve_per_round(straight):
   # Initial set: 4 of 80 images x log2 4 classes; then h = 8 bits a round.
   np.testing.assert_allclose([e["bits"] for e in curve], [8.0, 16.0, 24.0])
   assert np.diff([e["labeled_pairs"] for e in curve]).tolist() == [8, 8]
-  assert all(0.0 <= e["map@5"] <= 1.0 for e in curve)
+  # map@5: backbone features (the default); the projection's is kept too.
+  assert all(0.0 <= e["map@5"] <= 1.0 and 0.0 <= e["projection_map@5"] <= 1.0
+             for e in curve)
+
+
+def test_run_refuses_unknown_retrieval_features(base_config, tmp_path):
+  config = _set(base_config.copy_and_resolve_references(),
+                {"eval.retrieval_features": "pooled"})
+  with pytest.raises(ValueError, match="eval.retrieval_features"):
+    anneal.run(config, str(tmp_path))
+
+
+def test_more_rounds_resume_a_finished_run(straight, tmp_path):
+  """al.rounds may grow on resume (rs_jax.workdir.RESUMABLE): the finished
+  rounds are kept and one more is run."""
+  config, workdir, curve = straight
+  shutil.copytree(workdir, tmp_path / "run")
+  longer = _set(config.copy_and_resolve_references(), {"al.rounds": 3})
+  got = anneal.run(longer, str(tmp_path / "run"))
+  assert got[:3] == curve and [e["round"] for e in got] == [0, 1, 2, 3]
+  assert "al.rounds: 2 -> 3" in (tmp_path / "run" /
+                                 "config_changes.log").read_text()
 
 
 class Crash(Exception):
@@ -122,19 +144,91 @@ def _blobs(n_per=24, classes=3, dim=12, seed=0):
   return x.astype(np.float32), labels
 
 
-def _model(mode, num_classes=0):
+def _model(mode, num_classes=0, top=()):
   config = anneal_ucm.get_config()
   _set(config, SMALL_HEADS)
   return trainer.create_model(config.model, mode=mode,
-                              num_classes=num_classes)
+                              num_classes=num_classes, top=top)
 
 
-def test_pair_probs_equal_the_pair_classifier():
+def _map_at_k(q, q_labels, db, db_labels, k):
+  """NumPy mAP@k of cosine retrieval, normalised by the relevant items in
+  the top k (ANNEAL eq. 12 with r_i = relevant retrieved)."""
+  q = q / np.linalg.norm(q, axis=1, keepdims=True)
+  db = db / np.linalg.norm(db, axis=1, keepdims=True)
+  order = np.argsort(-(q @ db.T), axis=1, kind="stable")[:, :k]
+  rel = (db_labels[order] == q_labels[:, None]).astype(np.float64)
+  prec = np.cumsum(rel, 1) / np.arange(1, k + 1)
+  hits = rel.sum(1)
+  return np.mean(np.where(hits > 0, (prec * rel).sum(1) / np.maximum(hits, 1),
+                          0.0))
+
+
+def test_retrieval_ranks_the_chosen_features():
+  """Backbone features that separate the classes, projections that do not:
+  the plain key follows eval.retrieval_features, the other kind is kept
+  under its prefix."""
+  rng = np.random.default_rng(0)
+  lq, ldb = np.repeat(np.arange(3), 4), np.repeat(np.arange(3), 8)
+
+  def noise(n):
+    return 0.3 * rng.normal(size=(n, 3))
+
+  # Projections of the queries sit at the next class: every top 5 is wrong
+  # there but for the noise.
+  q = {"features": np.eye(3)[lq] + noise(12),
+       "embeddings": np.eye(3)[(lq + 1) % 3] + noise(12)}
+  db = {"features": np.eye(3)[ldb] + noise(24),
+        "embeddings": np.eye(3)[ldb] + noise(24)}
+  ref = {k: _map_at_k(q[k], lq, db[k], ldb, 5) for k in q}
+  assert ref["features"] > 0.9 and ref["embeddings"] < 0.3
+  got = trainer.retrieval_metrics(q, lq, db, ldb, features="backbone",
+                                  ks=(5,))
+  assert got["map@5"] == pytest.approx(ref["features"], abs=1e-5)
+  assert got["projection_map@5"] == pytest.approx(ref["embeddings"], abs=1e-5)
+  got = trainer.retrieval_metrics(q, lq, db, ldb, features="projection",
+                                  ks=(5,))
+  assert got["map@5"] == pytest.approx(ref["embeddings"], abs=1e-5)
+  assert got["backbone_map@5"] == pytest.approx(ref["features"], abs=1e-5)
+
+
+def test_evaluate_ranks_the_output_of_the_trainable_top():
+  """CPU mode: "backbone" = relu(x W + b) of the top, not the frozen x and
+  not the projection g(f) (NumPy reference on the init parameters)."""
+  x, labels = _blobs(n_per=6)
+  model = _model("pairs", top=(8,))
+  params = trainer.init_params(model, x.shape[1], seed=1)
+  p = params["params"]
+  f = np.maximum(x @ np.asarray(p["top0"]["kernel"])
+                 + np.asarray(p["top0"]["bias"]), 0.0)
+  h = np.maximum(f @ np.asarray(p["projection"]["dense0"]["kernel"])
+                 + np.asarray(p["projection"]["dense0"]["bias"]), 0.0)
+  g = (h @ np.asarray(p["projection"]["out"]["kernel"])
+       + np.asarray(p["projection"]["out"]["bias"]))
+  for kind, z in (("backbone", f), ("projection", g)):
+    got = trainer.evaluate(params, x, labels, x, labels, model=model,
+                           features=kind, ks=(5,))
+    assert got["map@5"] == pytest.approx(_map_at_k(z, labels, z, labels, 5),
+                                         abs=1e-5)
+  out = trainer.embed(params, x, model=model)
+  np.testing.assert_allclose(out["features"], f, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(out["embeddings"], g, rtol=1e-4, atol=1e-4)
+
+
+def test_defaults_retrieve_on_backbone_features_with_a_trainable_top():
+  config = anneal_ucm.get_config()
+  assert config.eval.retrieval_features == "backbone"
+  assert tuple(config.model.frozen_top) == (512,)
+
+
+@pytest.mark.parametrize("top", [(), (8,)])
+def test_pair_probs_equal_the_pair_classifier(top):
   x, _ = _blobs()
-  model = _model("pairs_bce")
+  model = _model("pairs_bce", top=top)
   params = trainer.init_params(model, x.shape[1], seed=3)
   pairs = np.random.default_rng(1).integers(0, len(x), (50, 2))
-  got = trainer.pair_probs(params, x, pairs, chunk=16)
+  f = trainer.embed(params, x, model=model)["features"]  # after the top
+  got = trainer.pair_probs(params, f, pairs, chunk=16)
   logits = model.apply(params, x[pairs[:, 0]], x[pairs[:, 1]],
                        method="pair_logits")
   np.testing.assert_allclose(got, 1.0 / (1.0 + np.exp(-np.asarray(logits))),
@@ -180,7 +274,8 @@ def test_fit_learns_a_metric_space(mode):
   off = ~np.eye(len(x), dtype=bool)
   # NumPy reference: the learnt cosines separate the classes.
   assert cos[same & off].min() > cos[~same].max()
-  got = trainer.evaluate(params, x, labels, x, labels, model=model, ks=(5,))
+  got = trainer.evaluate(params, x, labels, x, labels, model=model, ks=(5,),
+                         features="projection")
   assert float(got["map@5"]) == pytest.approx(1.0)
 
 

@@ -98,13 +98,19 @@ def test_milan_table_from_json(tmp_path):
       "| MiLaN", "| MiLaN (Euclidean)", "| MiLaN, lambda1 = lambda2 = 1"] * 2
 
 
+def _anneal_entry(offset, projection_offset=0.0):
+  curves = [[{"round": r, "bits": 100.0 * (r + 1),
+              "map@5": 0.5 + r / 10 + s / 100 + offset * (r > 0),
+              "projection_map@5": 0.4 + projection_offset * (r > 0)}
+             for r in range(3)] for s in range(2)]
+  return {"trials": curves, "mean": anneal_curves.mean_curve(curves),
+          "seconds": 9.0}
+
+
 def test_anneal_table_from_json(tmp_path):
-  curves = [[{"round": r, "bits": 100.0 * (r + 1), "map@5": 0.5 + r / 10 + s
-              / 100} for r in range(3)] for s in range(2)]
   results = {"command": "python -m benchmarks.anneal_curves", "seconds": 9.0,
-             "strategies": {"mgue": {
-                 "trials": curves, "mean": anneal_curves.mean_curve(curves),
-                 "seconds": 9.0}},
+             "retrieval_features": "backbone",
+             "strategies": {"mgue": _anneal_entry(0.0)},
              "upper_bound": {"bits": 1e6, "map@5": 0.95}}
   path = tmp_path / "anneal_ucm_cpu.json"
   path.write_text(json.dumps(results))
@@ -113,6 +119,25 @@ def test_anneal_table_from_json(tmp_path):
   assert "| mgue | 50.50 ± 0.71 (100 b) | 60.50 ± 0.71 (200 b) |" in md
   assert "| all pairs (upper bound) | 95.00 (1000000 b) |" in md
   assert "2 trial(s)" in md
+  assert "## mAP@5 (%), retrieval on the backbone features" in md
+  assert "## mAP@5 (%), retrieval on the projection head output" in md
+  assert "Per trial" not in md  # no cal / random to compare with
+
+
+def test_anneal_ordering_is_checked_per_trial_and_round():
+  """mgue > cal > random in every cell on the backbone features; on the
+  projection cal ties random from round 1 on (mgue still beats cal)."""
+  results = {"retrieval_features": "backbone", "strategies": {
+      "mgue": _anneal_entry(0.2, 0.1), "cal": _anneal_entry(0.1),
+      "random": _anneal_entry(0.0)}}
+  md = anneal_curves.ordering(results)
+  assert "| trial 0 (seed 0) | yes | yes |" in md
+  assert "holds in 4 of 4 (trial, round) cells" in md
+  md = anneal_curves.ordering(results, "projection_map@5")
+  assert "| trial 1 (seed 1) | cal ≤ random | cal ≤ random |" in md
+  assert "holds in 0 of 4" in md
+  del results["strategies"]["random"]
+  assert anneal_curves.ordering(results) is None
 
 
 def test_train_throughput_table_from_json(tmp_path):

@@ -6,7 +6,8 @@ the same seeded initialisation, in one of two modes (`al.frozen_backbone`):
 
   True (CPU mode): the backbone is frozen; its features of the train /
     query / archive splits are cached once (`features.cached_sources`) and
-    the heads of `active_learning.trainer` are trained on them.
+    the layers of `active_learning.trainer` are trained on them: a
+    trainable backbone top (config.model.frozen_top) and the heads.
   False (the paper's setting, for GPUs): backbone and heads are fine-tuned
     on the images (`active_learning.finetune`), the backbone starting from
     config.model.weights ("imagenet" for EfficientNet-Lite0, an .npz file,
@@ -17,8 +18,12 @@ labeled_pairs, free_pairs, labeled_images, map@5) and WORKDIR/al_state.npz
 after every step; rerunning the same command resumes. With al.upper_bound
 the model is trained once on all training pairs (a one-entry curve).
 
-Retrieval (both modes): the projection head's output, cosine, queries from
-eval.query_split (validation) against eval.database_split (test), mAP@5.
+Retrieval (both modes, `trainer.retrieval_metrics`): cosine similarity of
+the backbone features (eval.retrieval_features="backbone", the paper's
+Sec. IV-B; in the CPU mode the output of the trainable top) or of the
+projection head's output ("projection"), queries from eval.query_split
+(validation) against eval.database_split (test), mAP@5; the curve records
+the other kind too ("projection_map@5" / "backbone_map@5").
 """
 import json
 import os
@@ -167,7 +172,8 @@ def _frozen_model(config, workdir, mode) -> _Model:
                "features in %.0f s", len(x), x.shape[1], num_classes,
                time.time() - start)
   model = trainer.create_model(config.model, mode=mode,
-                               num_classes=num_classes)
+                               num_classes=num_classes,
+                               top=config.model.frozen_top)
 
   def fit(items, item_labels, *, mode, steps=None):
     return trainer.fit(model, x, items, item_labels, mode=mode,
@@ -179,11 +185,14 @@ def _frozen_model(config, workdir, mode) -> _Model:
     return {k: np.asarray(v) for k, v in out.items()}
 
   def pair_probs(params, embedded, pairs):
-    del embedded
-    return np.asarray(trainer.pair_probs(params, x, pairs))
+    features = embedded.get("features")
+    if features is None or len(features) != len(x):
+      features = embed(params, np.arange(len(x)))["features"]
+    return np.asarray(trainer.pair_probs(params, features, pairs))
 
   def evaluate(params):
-    return trainer.evaluate(params, xq, lq, xdb, ldb, model=model, ks=(5,))
+    return trainer.evaluate(params, xq, lq, xdb, ldb, model=model, ks=(5,),
+                            features=config.eval.retrieval_features)
 
   return _Model(labels, train_source, fit, embed, pair_probs, evaluate)
 
@@ -235,6 +244,7 @@ def _finetune_model(config, workdir, mode) -> _Model:
 
   def evaluate(params):
     return finetune.evaluate(model, params, query, archive, ks=(5,),
+                             features=config.eval.retrieval_features,
                              batch_size=batch_size, mesh=mesh)
 
   return _Model(train.labels, train_source, fit, embed, pair_probs, evaluate)
@@ -251,9 +261,10 @@ def _upper_bound(config, workdir, model: _Model):
   similar = oracle_lib.similar(model.labels, pairs, rule=config.al.rule)
   steps = config.train.get("upper_bound_steps") or None
   params, _ = model.fit(pairs, similar, mode="pairs", steps=steps)
+  got = model.evaluate(params)
   entry = {"round": 0, "bits": float(len(pairs)), "labeled_pairs": len(pairs),
            "free_pairs": 0, "labeled_images": 0,
-           "map@5": float(model.evaluate(params)["map@5"])}
+           **{k: float(v) for k, v in got.items() if k.endswith("map@5")}}
   return state_lib.append_curve(path, entry)
 
 
@@ -264,6 +275,10 @@ def run(config, workdir):
   if al.strategy not in acquisition.STRATEGIES:
     raise ValueError(f"al.strategy must be one of {acquisition.STRATEGIES}, "
                      f"got {al.strategy!r}")
+  if config.eval.retrieval_features not in trainer.RETRIEVAL_FEATURES:
+    raise ValueError(f"eval.retrieval_features must be one of "
+                     f"{trainer.RETRIEVAL_FEATURES}, got "
+                     f"{config.eval.retrieval_features!r}")
   with workdir_lib.claim(config, workdir):
     return _run(config, str(workdir))
 

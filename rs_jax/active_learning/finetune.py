@@ -16,8 +16,10 @@ only on the labeled set, as in the frozen mode (`trainer.py`).
 The same four operations as `trainer.py`, on images instead of features:
 `fit`, `embed` (backbone features, projections, class probabilities),
 `pair_probs` (trainer.pair_probs on the backbone features of all training
-images, computed once per round) and `evaluate` (retrieval by the projection
-head's output, cosine, `metrics.retrieval_metrics`).
+images, computed once per round) and `evaluate` (`trainer.retrieval_metrics`:
+cosine retrieval on the backbone features, the paper's Sec. IV-B, or on the
+projection head's output). No trainable top (`trainer.AnnealHeads.top`):
+the backbone's own output is the backbone feature.
 
 Images stay on the host (`Images`, uint8 or float [N, H, W, C]); one batch
 at a time goes to the devices, sharded on its batch axis over a 1-D "data"
@@ -40,7 +42,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rs_jax import metrics
 from rs_jax import sharding
 from rs_jax.active_learning import trainer
 from rs_jax.models import encoder as encoder_lib
@@ -336,17 +337,13 @@ def pair_probs(variables, features, pairs, *, chunk: int = 32768):
                                        chunk=chunk))
 
 
-@functools.partial(jax.jit, static_argnames=("ks",))
-def _retrieval(q, q_labels, db, db_labels, *, ks):
-  return metrics.retrieval_metrics(q, q_labels, db, db_labels, ks=ks,
-                                   metric="cosine")
-
-
 def evaluate(model: Model, variables, query: Images, database: Images, *,
-             ks=(5,), batch_size: int = 64, mesh=None) -> dict[str, Any]:
-  """Retrieval by the projection head's output (cosine): mAP@k etc. of
-  `metrics.retrieval_metrics` (ANNEAL eq. 12), queries against database."""
-  q, db = (embed(model, variables, s, batch_size=batch_size,
-                 mesh=mesh)["embeddings"] for s in (query, database))
-  out = _retrieval(q, query.labels, db, database.labels, ks=tuple(ks))
-  return {k: float(v) for k, v in out.items()}
+             features: str, ks=(5,), batch_size: int = 64,
+             mesh=None) -> dict[str, Any]:
+  """`trainer.retrieval_metrics` (cosine, mAP@k of ANNEAL eq. 12) of the
+  queries against the database; features: "backbone" (the backbone output
+  f, Sec. IV-B) or "projection" (g(f)) for the plain keys."""
+  q, db = (embed(model, variables, s, batch_size=batch_size, mesh=mesh)
+           for s in (query, database))
+  return trainer.retrieval_metrics(q, query.labels, db, database.labels,
+                                   features=features, ks=ks)

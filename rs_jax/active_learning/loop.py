@@ -17,7 +17,8 @@ Model interface (all host-side callables):
     "class_probs" float[N, C].
   pair_prob_fn(params, embedded, pairs int[P, 2]) -> float[P] P(similar) of
     the pair classifier (BCGUE only); `embedded` = embed_fn's mapping.
-  evaluate_fn(params) -> mapping with "map@5".
+  evaluate_fn(params) -> mapping with "map@5" (recorded in the curve, with
+    any "<kind>_map@5" of other retrieval features, `trainer.retrieval_metrics`).
 """
 import math
 from typing import Any, Callable, NamedTuple, Optional
@@ -48,7 +49,9 @@ def _curve_entry(st, metrics):
                      f"{st.round}")
   return {"round": st.round, "bits": st.bits,
           "labeled_pairs": st.labeled_pairs, "free_pairs": st.free_pairs,
-          "labeled_images": len(st.images), "map@5": value}
+          "labeled_images": len(st.images), "map@5": value,
+          **{k: float(v) for k, v in metrics.items()
+             if k.endswith("_map@5")}}
 
 
 def _select(st, *, strategy, h, params, embed_fn, pair_prob_fn, lam,

@@ -2,11 +2,19 @@
 
 The Siamese encoder's shared backbone is frozen, so an image is its cached
 feature vector x float[D]; the trainable parts are the heads (ANNEAL Sec.
-IV-B): the projection head g (512 -> 256, ReLU) for the cosine contrastive
-loss (eq. 1), for BCGUE the pair classifier phi on concat(x1, x2) (eq. 9)
-with (1 - gamma) L_CL + gamma L_BCE (eq. 11), for CAL a softmax class head
-on g with cross-entropy. Adam, batches of pairs (or images) from the labeled
-set with the minority label oversampled every epoch.
+IV-B): the trainable top t of the backbone (Dense + ReLU layers, `top`;
+none when the backbone itself is fine-tuned, `finetune.py`), whose output
+f = t(x) is the backbone feature, the projection head g (512 -> 256, ReLU)
+on f for the cosine contrastive loss (eq. 1), for BCGUE the pair classifier
+phi on concat(f1, f2) (eq. 9) with (1 - gamma) L_CL + gamma L_BCE (eq. 11),
+for CAL a softmax class head on g with cross-entropy. Adam, batches of
+pairs (or images) from the labeled set with the minority label oversampled
+every epoch.
+
+Retrieval (`retrieval_metrics`, both modes): cosine similarity of the
+backbone features f (Sec. IV-B: "the projection head is discarded and the
+feature representations obtained from the backbone ... are used to perform
+CBIR"), or of the projections g(f) (`features="projection"`).
 
 Every call of `fit` starts from the same initialisation (the seed), so the
 model of a round depends only on the labeled set: a resumed run equals an
@@ -27,6 +35,7 @@ from rs_jax.active_learning import pairs as pairs_lib
 from rs_jax.models import heads
 
 MODES = ("pairs", "pairs_bce", "classes")
+RETRIEVAL_FEATURES = ("backbone", "projection")
 
 
 def mode_of(strategy: str) -> str:
@@ -38,19 +47,26 @@ def mode_of(strategy: str) -> str:
 
 
 class AnnealHeads(nn.Module):
-  """The trainable heads on backbone features x float[B, D].
+  """The trainable layers on (frozen or fine-tuned) backbone outputs x
+  float[B, D].
 
-  __call__(x) -> {"embeddings": g(x) float32[B, 256], plus "pair_logits"
-  phi(x, x) float32[B] with a pair classifier, "class_logits" float32[B, C]
-  with num_classes > 0} (all heads, for init).
+  features(x) -> f = t(x) float32[B, top[-1]] (the backbone feature: x
+  through the Dense + ReLU layers `top`; x itself when top is empty);
+  embed(x) -> g(f) float32[B, 256]; pair_logits(x1, x2) -> phi(f1, f2)
+  float32[B]; class_logits(x) -> float32[B, C] on g(f).
+  __call__(x) -> {"embeddings", plus "pair_logits" phi(f, f) with a pair
+  classifier, "class_logits" with num_classes > 0} (all heads, for init).
   """
   pair_classifier: bool = False
   num_classes: int = 0
   projection_hidden: int = 512
   projection_features: int = 256
   pair_hidden: Sequence[int] = (512, 256)
+  top: Sequence[int] = ()
 
   def setup(self):
+    self.top_layers = [nn.Dense(h, name=f"top{i}")
+                       for i, h in enumerate(self.top)]
     self.projection = heads.ProjectionHead(self.projection_hidden,
                                            self.projection_features)
     if self.pair_classifier:
@@ -58,14 +74,20 @@ class AnnealHeads(nn.Module):
     if self.num_classes:
       self.classes = heads.ClassHead(self.num_classes)
 
+  def features(self, x):
+    x = jnp.asarray(x, jnp.float32)
+    for layer in self.top_layers:
+      x = nn.relu(layer(x))
+    return x
+
   def embed(self, x):
-    return self.projection(x)
+    return self.projection(self.features(x))
 
   def pair_logits(self, x1, x2):
-    return self.pair(x1, x2)
+    return self.pair(self.features(x1), self.features(x2))
 
   def class_logits(self, x):
-    return self.classes(self.projection(x))
+    return self.classes(self.embed(x))
 
   def __call__(self, x):
     out = {"embeddings": self.embed(x)}
@@ -76,7 +98,11 @@ class AnnealHeads(nn.Module):
     return out
 
 
-def create_model(model_config, *, mode: str, num_classes: int = 0):
+def create_model(model_config, *, mode: str, num_classes: int = 0,
+                 top=()):
+  """Returns the `AnnealHeads` of a training mode (MODES); top: the Dense
+  widths of the trainable backbone top (config.model.frozen_top in the CPU
+  mode, () with the backbone fine-tuned)."""
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
   return AnnealHeads(
@@ -84,7 +110,8 @@ def create_model(model_config, *, mode: str, num_classes: int = 0):
       num_classes=num_classes if mode == "classes" else 0,
       projection_hidden=model_config.get("projection_hidden", 512),
       projection_features=model_config.get("projection_features", 256),
-      pair_hidden=tuple(model_config.get("pair_hidden", (512, 256))))
+      pair_hidden=tuple(model_config.get("pair_hidden", (512, 256))),
+      top=tuple(int(h) for h in top))
 
 
 def loss_fn(params, features, items, labels, *, model, mode, margin,
@@ -207,9 +234,12 @@ def fit(model, features, items, labels, *, mode: str, seed: int,
 
 @functools.partial(jax.jit, static_argnames=("model", "with_classes"))
 def embed(params, features, *, model, with_classes=False):
-  """{"embeddings": g(x) float32[N, 256]} (+ "class_probs" float32[N, C])."""
+  """Frozen backbone outputs x float[N, D] -> {"features": backbone
+  features f = t(x) float32[N, D'], "embeddings": g(f) float32[N, 256]}
+  (+ "class_probs" float32[N, C]), the keys of `finetune.embed`."""
+  f = model.apply(params, features, method="features")
   z = model.apply(params, features, method="embed")
-  out = {"embeddings": z}
+  out = {"features": f, "embeddings": z}
   if with_classes:
     logits = model.apply(params, features, method="class_logits")
     out["class_probs"] = jax.nn.softmax(logits, -1)
@@ -218,8 +248,9 @@ def embed(params, features, *, model, with_classes=False):
 
 @functools.partial(jax.jit, static_argnames=("chunk",))
 def pair_probs(params, features, pairs, *, chunk: int = 32768):
-  """P(similar) = sigmoid(phi(x_i, x_j)) (eq. 9) of pairs int[P, 2] ->
-  float32[P], for the whole pool.
+  """P(similar) = sigmoid(phi(f_i, f_j)) (eq. 9) of pairs int[P, 2] ->
+  float32[P], for the whole pool; features: the backbone features f
+  float[N, D] (`embed(...)["features"]`, after the top).
 
   The first Dense layer of phi is split over the concatenation,
   W [x_i; x_j] = W_a x_i + W_b x_j, so it runs once per image instead of
@@ -248,13 +279,43 @@ def pair_probs(params, features, pairs, *, chunk: int = 32768):
   return jax.nn.sigmoid(out.reshape(-1)[:n])
 
 
-@functools.partial(jax.jit, static_argnames=("model", "ks"))
-def evaluate(params, query_features, query_labels, db_features, db_labels, *,
-             model, ks=(5,)):
-  """Retrieval by the projection head's output (cosine): mAP@k etc. of
-  `metrics.retrieval_metrics` (mAP normalised by the relevant items
-  retrieved, ANNEAL eq. 12)."""
-  q = model.apply(params, query_features, method="embed")
-  db = model.apply(params, db_features, method="embed")
-  return metrics.retrieval_metrics(q, query_labels, db, db_labels, ks=ks,
+@functools.partial(jax.jit, static_argnames=("ks",))
+def _cosine_retrieval(q, q_labels, db, db_labels, *, ks):
+  return metrics.retrieval_metrics(q, q_labels, db, db_labels, ks=ks,
                                    metric="cosine")
+
+
+def retrieval_metrics(query, query_labels, database, database_labels, *,
+                      features: str, ks=(5,)) -> dict[str, float]:
+  """Retrieval by cosine similarity: mAP@k etc. of
+  `metrics.retrieval_metrics` (mAP normalised by the relevant items
+  retrieved, ANNEAL eq. 12), queries against the database.
+
+  query, database: {"features": backbone features f float[N, D],
+  "embeddings": projections g(f) float[N, 256]} (`embed`). features:
+  RETRIEVAL_FEATURES, the kind ranked for the plain keys ("map@5", ...);
+  the other kind's metrics are returned too, under "<kind>_<key>"
+  ("projection_map@5"), so one run records both.
+  """
+  if features not in RETRIEVAL_FEATURES:
+    raise ValueError(f"eval.retrieval_features must be one of "
+                     f"{RETRIEVAL_FEATURES}, got {features!r}")
+  key = {"backbone": "features", "projection": "embeddings"}
+  out = {}
+  for kind in RETRIEVAL_FEATURES:
+    got = _cosine_retrieval(query[key[kind]], query_labels,
+                            database[key[kind]], database_labels,
+                            ks=tuple(ks))
+    prefix = "" if kind == features else f"{kind}_"
+    out.update({prefix + k: float(v) for k, v in got.items()})
+  return out
+
+
+def evaluate(params, query_features, query_labels, db_features, db_labels, *,
+             model, features: str, ks=(5,)) -> dict[str, float]:
+  """`retrieval_metrics` of frozen backbone outputs float[N, D] of the
+  queries and the database through the trained layers (`embed`)."""
+  q = embed(params, query_features, model=model)
+  db = embed(params, db_features, model=model)
+  return retrieval_metrics(q, query_labels, db, db_labels, features=features,
+                           ks=ks)

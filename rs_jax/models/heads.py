@@ -37,8 +37,9 @@ class ProjectionHead(nn.Module):
 
   "Two fully connected layers with hidden dimension of 512 and 256 units and
   ReLU activation": Dense 512 -> ReLU -> Dense 256, no activation on the
-  output (the cosine contrastive loss, eq. 1, normalises it). Retrieval
-  ranks its outputs by cosine similarity (rs_jax/active_learning/anneal.py, both modes).
+  output (the cosine contrastive loss, eq. 1, normalises it). Discarded for
+  retrieval as in the paper, unless eval.retrieval_features="projection"
+  (rs_jax/active_learning/trainer.retrieval_metrics).
   """
   hidden: int = 512
   features: int = 256
