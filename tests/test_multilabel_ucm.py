@@ -111,5 +111,6 @@ def test_missing_file_and_aid_refuse(tmp_path):
   with pytest.raises(FileNotFoundError, match=r"nope\.tsv: the multilabels"):
     rs_jax.data.prepare("ucmerced", raw, tmp_path / "data",
                         multilabels="nope.tsv")
-  with pytest.raises(ValueError, match=r"unknown option\(s\) \['multilabels'\]"):
+  with pytest.raises(ValueError,
+                     match=r"unknown option\(s\) \['multilabels'\]"):
     rs_jax.data.prepare("aid", raw, tmp_path / "aid", multilabels=TSV)

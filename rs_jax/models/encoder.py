@@ -14,8 +14,8 @@
   num_classes: C > 0 adds a linear class head on the relaxed (sigmoid) hash
     layer, the FC layer of classification-based deep hashing (survey of
     Sumbul, Kang, Demir, Sec. 11.3: DHCNN, Song et al. 2019); 0 or absent:
-    none. Its logits feed `losses.cross_entropy` / `losses.sigmoid_bce` in training;
-    retrieval reads the codes only.
+    none. Its logits feed `losses.cross_entropy` / `losses.sigmoid_bce` in
+    training; retrieval reads the codes only.
   width: first-stage filters of a ResNet (64 = the standard network).
   small_inputs: ResNet 3x3 stem without max-pool (32..120 px patches).
 """
