@@ -42,6 +42,7 @@ def get_config(arg=None):
   if labels not in (MULTI, SINGLE):
     raise ValueError(f"arg must be {MULTI!r} or {SINGLE!r}, got {labels!r}")
   config = milan_ucm.get_config("ucmerced")
+  config.data.options.multilabels = ""  # "": the 21-class label only
   if labels == MULTI:
     config.data.options.multilabels = "multilabels.tsv"
     config.data.label_key = "labels"

@@ -114,3 +114,15 @@ def test_missing_file_and_aid_refuse(tmp_path):
   with pytest.raises(ValueError,
                      match=r"unknown option\(s\) \['multilabels'\]"):
     rs_jax.data.prepare("aid", raw, tmp_path / "aid", multilabels=TSV)
+
+
+def test_unset_option_matches_older_preparations(tmp_path):
+  raw = tmp_path / "raw"
+  _write_archive(raw, per_class=1)
+  rs_jax.data.prepare("ucmerced", raw, tmp_path / "data", seed=1)
+  for unset in (None, ""):  # reused, not "prepared with other options"
+    b = rs_jax.data.prepare("ucmerced", raw, tmp_path / "data", seed=1,
+                            multilabels=unset)
+    assert "multilabels" not in b.options
+  assert "labels" not in rs_jax.data.load("ucmerced", "train",
+                                          tmp_path / "data")[0]

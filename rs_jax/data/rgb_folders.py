@@ -114,6 +114,14 @@ class _RgbFolders(base.RsBuilder, skip_registration=True):
           shape=(len(self.MULTILABELS),), dtype=np.uint8)
     return features
 
+  @classmethod
+  def normalize_options(cls, options):
+    """Drops an unset `multilabels` (None or ""), so that preparations made
+    before the option existed compare equal."""
+    if "multilabels" in options and not options["multilabels"]:
+      options = {k: v for k, v in options.items() if k != "multilabels"}
+    return options
+
   def _multilabel_table(self, manual_dir):
     """{image stem: multi-hot} of the `multilabels` TSV, or None."""
     name = self.options.get("multilabels")
