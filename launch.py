@@ -56,6 +56,23 @@ def load_config():
   return config
 
 
+def task_runner(task: str):
+  """rs_jax.<task>.run; a task that names no task module ends in one line
+  and exit 2."""
+  module_name = f"rs_jax.{task}"
+  try:
+    module = importlib.import_module(module_name)
+  except ModuleNotFoundError as e:
+    if not module_name.startswith(str(e.name)):
+      raise  # a missing dependency of the task, not the task itself
+    module = None
+  if not callable(getattr(module, "run", None)):
+    print(f"error: --config.task={task!r}: {module_name} is not a task "
+          "module with run(config, workdir)", file=sys.stderr, flush=True)
+    sys.exit(2)
+  return module.run
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -69,7 +86,7 @@ def main(argv):
                jax.process_count(), jax.device_count())
   logging.info("task %s, workdir %s", config.task, workdir)
   with console.errors_in_one_line(log, verbose=FLAGS["verbosity"].present):
-    importlib.import_module(f"rs_jax.{config.task}").run(config, workdir)
+    task_runner(config.task)(config, workdir)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """MiLaN and the hashing baselines on UC Merced: the paper's Table I.
 
   python -m benchmarks.milan_table --data_dir DATA_DIR \
-      --manual_dir /work/shared/data/ucmerced
+      --manual_dir ../shared/data/ucmerced
   python -m benchmarks.milan_table \
       --from_json benchmarks/results/milan_ucm_cpu.json
 
@@ -20,6 +20,11 @@ computes; map_r@20: by min(20, R)). Trained runs are restored with
 top-20 search over the 840 test codes (`baselines.search`, jitted, after a
 warm-up), in ms. OPENBLAS_NUM_THREADS defaults to 1 (KSLSH: ~20x faster
 here).
+
+--add_to RESULTS.json runs only the --variants rows and merges them into
+that results file (replacing rows of the same name; the baselines, the
+other rows, the plots and the hand notes stay): one more row without
+rerunning the table. The added rows' commands are recorded in the file.
 
 --study adds the rows that probe why frozen features may fall short (each a
 config change, same seeds and K): semi-hard mining (sampler "pk", loss
@@ -46,6 +51,7 @@ from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from benchmarks import report  # noqa: E402
+from configs import milan_ucm  # noqa: E402
 from rs_jax import baselines  # noqa: E402
 from rs_jax import console  # noqa: E402
 from rs_jax import evaluate  # noqa: E402
@@ -78,6 +84,8 @@ NAMES = {
     "views8": "MiLaN + 8 flips/rotations of train features",
     "long": "MiLaN, 3x training steps",
     "eq1_printed": "MiLaN, eq. 1 as printed (no L2 normalisation)",
+    "authors": "MiLaN, authors' code protocol (1,260 train, no val., "
+               "two-class batches)",
 }
 
 
@@ -115,6 +123,9 @@ def define_flags() -> None:
                     "training them again.")
   flags.DEFINE_bool("study", False, "Also the improvement rows (semi-hard, "
                     "views, long).")
+  flags.DEFINE_string("add_to", None, "Merge the --variants rows into this "
+                      "results .json (and its .md) instead of running the "
+                      "whole table.")
   flags.DEFINE_string("from_json", None, "Render the .md beside this results "
                       ".json again (no runs; hand notes are kept).")
 
@@ -211,7 +222,8 @@ def variant(config, name, *, bits, seed):
                           push=dict(form="code"),
                           bit_balance=dict(form="code"))
     c.train.sampler = "pk"
-    c.train.sampler_options = dict(p=15, k=6)
+    with c.unlocked():  # the --config flag's config is locked
+      c.train.sampler_options = dict(p=15, k=6)
   elif name == "eq1_printed":
     c.loss.options.triplet.normalize = False
   elif name == "views8":
@@ -219,6 +231,8 @@ def variant(config, name, *, bits, seed):
   elif name == "long":
     c.train.steps = 3 * c.train.steps
     c.eval.every = 3 * c.eval.every
+  elif name == "authors":
+    c = milan_ucm.authors_protocol(c)
   elif name != "milan":
     raise ValueError(f"unknown MiLaN variant {name!r}")
   return c
@@ -448,6 +462,12 @@ def render(record, *, rendered_by=None):
         f"    {record['command']}", ""]
   if record.get("command_as_run"):
     md += ["Recorded as run:", "", f"    {record['command_as_run']}", ""]
+  for added in record.get("added", []):
+    load = added.get("environment", {}).get("load_avg")
+    md += [f"Rows {', '.join(added['variants'])} added later "
+           f"(`{added['total_s'] / 60:.1f}` min"
+           + (f", load average {load[0]:.1f}" if load else "") + ") by:", "",
+           f"    {added['command']}", ""]
   if rendered_by:
     md += [f"This file was rendered from the JSON by `{rendered_by}`.", ""]
   md += [
@@ -510,6 +530,45 @@ def write_plots(out, records, panels, test_labels, bits):
             out / "milan_ucm_tsne.png")
 
 
+def merge_rows(record, records, times, added) -> dict:
+  """Returns the results `record` with the MiLaN rows `records` (and their
+  query `times`) in place of any rows of the same methods; `added` (the
+  variants, command, seconds) is appended to record["added"]."""
+  methods = {r["method"] for r in records}
+  out = dict(record)
+  out["records"] = [r for r in record["records"]
+                    if r["method"] not in methods] + records
+  out["query_time_ms"] = {
+      **{k: v for k, v in record["query_time_ms"].items()
+         if k.rsplit("@", 1)[0] not in methods},
+      **{f"{m}@{b}": t for (m, b), t in times.items()}}
+  out["added"] = [a for a in record.get("added", [])
+                  if not set(a["variants"]) <= methods] + [added]
+  return out
+
+
+def add_rows(config, work, bits, seeds, t_start) -> None:
+  """Runs the --variants rows and merges them into FLAGS.add_to."""
+  record = report.read_json(FLAGS.add_to)
+  variants = list(FLAGS.variants)
+  test = load_features(config, work)["test"]
+  records, times, _ = run_variants(
+      config, variants, work, test, bits=bits, seeds=seeds,
+      ablation_bits=ints(FLAGS.ablation_bits),
+      ablation_seeds=ints(FLAGS.ablation_seeds), reuse=FLAGS.reuse)
+  added = dict(variants=variants, total_s=time.perf_counter() - t_start,
+               command=report.command(__spec__.name, env=(
+                   "OPENBLAS_NUM_THREADS="
+                   + os.environ["OPENBLAS_NUM_THREADS"])),
+               environment=environment())
+  merged = merge_rows(record, records, times, added)
+  report.write_json(FLAGS.add_to, merged)
+  md = render(merged)
+  report.write_markdown(paths.resolve(FLAGS.add_to).with_suffix(".md"), md,
+                        keep_notes=True)
+  print(md)
+
+
 def main(argv):
   """Runs the baselines and MiLaN rows and writes the table, or renders a
   JSON."""
@@ -527,6 +586,8 @@ def main(argv):
   config = base_config(FLAGS.config, data_dir=FLAGS.data_dir,
                        manual_dir=FLAGS.manual_dir, steps=FLAGS.steps)
   bits, seeds = ints(FLAGS.bits), ints(FLAGS.seeds)
+  if FLAGS.add_to:
+    return add_rows(config, work, bits, seeds, t_start)
   variants = list(FLAGS.variants) + (list(STUDY) if FLAGS.study else [])
   feats, prepare_s = prepare(config, work, variants)
   records, times, kslsh_panel = run_baselines(feats, bits, seeds)

@@ -105,7 +105,6 @@ def multilabel_configs(milan_config, class_config, *, data_dir, manual_dir,
   milan_config = milan_table.base_config(
       milan_config, data_dir=data_dir, manual_dir=manual_dir, steps=steps)
   milan_config.data = class_config.data.copy_and_resolve_references()
-  milan_config.unlock()  # the semi_hard variant adds train.sampler_options
   return milan_config, class_config
 
 

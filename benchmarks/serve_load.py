@@ -226,7 +226,7 @@ async def load(url, clients, make_request, total, seconds):
     c.close()
   lat = np.array(latencies) * 1e3
   return dict(requests=len(lat), errors=len(errors),
-              error_sample=errors[:3], qps=len(lat) / wall,
+              error_sample=errors[:3], qps=len(lat) / wall, wall_s=wall,
               p50_ms=float(np.percentile(lat, 50)),
               p99_ms=float(np.percentile(lat, 99)))
 
@@ -263,6 +263,31 @@ def compare(rs_url, faiss_url, ids, k):
   return same
 
 
+def searcher_counts(url):
+  """(batches, queries, search seconds) so far of an rs_jax server's s2
+  index (/api/info); None for the faiss server (no /api/info)."""
+  try:
+    with urllib.request.urlopen(f"{url}/api/info") as r:
+      s2 = json.load(r)["indexes"]["s2"]
+  except urllib.error.HTTPError:
+    return None
+  return s2["batches"], s2["queries"], s2["search_seconds"]
+
+
+def run_cell(url, clients, make_request):
+  """`load` of one cell; for rs_jax also the mean batch its searcher ran
+  and the share of the wall time spent searching."""
+  before = searcher_counts(url)
+  r = asyncio.run(load(url, clients, make_request, FLAGS.requests,
+                       FLAGS.seconds))
+  if before is not None:
+    after = searcher_counts(url)
+    batches, queries, seconds = (a - b for a, b in zip(after, before))
+    r.update(mean_batch=queries / max(batches, 1),
+             search_share=seconds / r["wall_s"])
+  return r
+
+
 def servers(rsidx, npz, extra=()):
   rs_port, faiss_port = free_port(), free_port()
   rs = start([sys.executable, "-m", "rs_jax.serve", "--index", rsidx,
@@ -293,8 +318,7 @@ def id_cells(directory, rng):
       queries = rng.integers(0, n, FLAGS.requests + 64)
       for c in (int(x) for x in FLAGS.clients):
         for engine, url in (("rs_jax", rs_url), ("faiss", fs_url)):
-          req = functools.partial(_id_request, queries)
-          r = asyncio.run(load(url, c, req, FLAGS.requests, FLAGS.seconds))
+          r = run_cell(url, c, functools.partial(_id_request, queries))
           rows.append(dict(query="id", n=n, bits=64, clients=c,
                            engine=engine, same_distances=same, **r))
           print(_row(rows[-1]), flush=True)
@@ -323,8 +347,7 @@ def image_cells(directory, rng):
     try:
       for c in (int(x) for x in FLAGS.clients):
         for engine, url in (("rs_jax", rs_url), ("faiss", fs_url)):
-          req = functools.partial(_image_request, patches)
-          r = asyncio.run(load(url, c, req, FLAGS.requests, FLAGS.seconds))
+          r = run_cell(url, c, functools.partial(_image_request, patches))
           rows.append(dict(query="image", n=n, bits=run.bits, clients=c,
                            engine=engine, same_distances=None, **r))
           print(_row(rows[-1]), flush=True)
@@ -364,13 +387,17 @@ def one_shot(directory, rng):
 
 
 HEAD = ["| query | N | K | clients | engine | requests | errors | QPS | "
-        "p50 ms | p99 ms |", "|---|---|---|---|---|---|---|---|---|---|"]
+        "p50 ms | p99 ms | mean batch | search share |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
 
 def _row(r):
+  batch = (f"{r['mean_batch']:.1f} | {100 * r['search_share']:.0f}%"
+           if "mean_batch" in r else "- | -")
   return (f"| {r['query']} | {r['n']:.0e} | {r['bits']} | {r['clients']} | "
           f"{r['engine']} | {r['requests']} | {r['errors']} | "
-          f"{r['qps']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |")
+          f"{r['qps']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+          f"{batch} |")
 
 
 def main(argv):

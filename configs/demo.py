@@ -16,7 +16,7 @@ import ml_collections
 def get_config(arg=None):
   del arg
   config = ml_collections.ConfigDict()
-  config.task = "train"
+  config.task = "train_task"
   config.seed = 0
 
   config.data = ml_collections.ConfigDict()

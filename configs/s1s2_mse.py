@@ -54,7 +54,7 @@ def get_config(arg=None):
                      "labels)")
   synthetic = "synthetic" in words
   config = ml_collections.ConfigDict()
-  config.task = "train"
+  config.task = "train_task"
   config.seed = 0
 
   config.data = ml_collections.ConfigDict()

@@ -1,13 +1,13 @@
 """JAX's persistent compilation cache, for processes that start often (the
 index command line, the server): a program compiled once is read back from
 disk by the next process instead of compiled again; `exported` also skips
-tracing and lowering a program in a one-shot process.
+tracing and lowering a program in a one-shot process. JAX is imported on
+first use, not by importing this module.
 """
 import hashlib
 import inspect
 import os
-
-import jax
+import sys
 
 ENV = "RS_JAX_COMPILATION_CACHE"  # the cache directory; "0" turns it off
 
@@ -26,13 +26,19 @@ def enable(directory=None) -> str | None:
                default_dir())
   if directory == "0":
     return None
-  jax.config.update("jax_compilation_cache_dir", directory)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  settings = {"jax_compilation_cache_dir": directory,
+              "jax_persistent_cache_min_compile_time_secs": 0.0,
+              "jax_persistent_cache_min_entry_size_bytes": 0}
+  if "jax" in sys.modules:
+    for name, value in settings.items():
+      sys.modules["jax"].config.update(name, value)
+  else:  # read by the first `import jax`: a search in NumPy never imports it
+    os.environ.update({k.upper(): str(v) for k, v in settings.items()})
   return directory
 
 
 def _fingerprint(name, args, modules):
+  import jax  # pylint: disable=g-import-not-at-top
   digest = hashlib.sha256(f"{name}|{jax.__version__}|{jax.default_backend()}"
                           .encode())
   for a in args:
@@ -53,6 +59,7 @@ def exported(name, fn, *args, modules=()):
   instead of tracing and lowering fn (its compiled code then comes from the
   compilation cache). Without a cache directory it is a plain jit call.
   """
+  import jax  # pylint: disable=g-import-not-at-top
   directory = jax.config.jax_compilation_cache_dir
   if not directory:
     return jax.jit(fn)(*args)

@@ -16,7 +16,9 @@ version, size and checksum before parsing anything.
 Search (`Index.topk`) is `ranking.hamming_topk` (exact; ascending distance,
 ties by ascending row): on one device against a `ranking.prepare_codes`
 layout kept by the index, or with `mesh=` against the codes sharded over the
-mesh's data axis. Leaving given rows out (a query's own row) searches k + 1
+mesh's data axis. A one-shot search of a few queries (a command-line query)
+is `ranking_numpy.hamming_topk`, same rule: JAX is imported on first use
+only, so such a process never pays its import. Leaving given rows out (a query's own row) searches k + 1
 and drops the excluded row, else the last: the k best of the remaining rows
 in the same order, so the result stays exact.
 
@@ -30,14 +32,10 @@ import json
 import os
 import struct
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from rs_jax import compile_cache
-from rs_jax import hashing
 from rs_jax import paths
-from rs_jax import ranking
+from rs_jax import ranking_numpy
 
 MAGIC = b"RSJAXIDX"
 FORMAT_VERSION = 1
@@ -57,7 +55,7 @@ def _check_codes(codes, num_bits, name):
   codes = np.asarray(codes)
   if codes.dtype != np.uint32:
     raise TypeError(f"{name}: packed codes must be uint32, got {codes.dtype}")
-  w = hashing.num_words(num_bits)
+  w = -(-num_bits // 32)  # hashing.num_words, without importing JAX
   if codes.ndim != 2 or codes.shape[1] != w:
     raise ValueError(f"{name}: {num_bits}-bit codes must be uint32[N, {w}], "
                      f"got shape {codes.shape}")
@@ -199,7 +197,8 @@ class Index:
         (e.g. the query's own row); the other rows keep their order.
       mesh: optional mesh; the codes are sharded over its axis `axis`.
       one_shot: for a process that searches once (one device): no layout is
-        kept, and the program comes from `compile_cache.exported` (traced
+        kept; up to `ranking_numpy.MAX_PAIRS` query-code pairs are searched
+        in NumPy, more by the program from `compile_cache.exported` (traced
         once per cache directory) instead of being traced again.
     Returns:
       (distances int32[Q, k], rows int32[Q, k]): ascending distance, ties by
@@ -215,16 +214,11 @@ class Index:
     if not len(q):
       return np.zeros((0, k), np.int32), np.zeros((0, k), np.int32)
     kk = k + (exclude is not None)
-    if one_shot and mesh is None:
-      dist, rows = compile_cache.exported(
-          f"hamming_topk(k={kk})", functools.partial(ranking.hamming_topk,
-                                                     k=kk),
-          q, self.codes, modules=(ranking, hashing))
+    if one_shot and mesh is None and (
+        len(q) * len(self) <= ranking_numpy.MAX_PAIRS):
+      dist, rows = ranking_numpy.hamming_topk(q, self.codes, kk)
     else:
-      db = self._database(kk, mesh, axis)
-      dist, rows = ranking.hamming_topk(jnp.asarray(q), db, kk, mesh=mesh,
-                                        axis=axis)
-    dist, rows = np.asarray(dist), np.asarray(rows)
+      dist, rows = self._compiled_topk(q, kk, mesh, axis, one_shot)
     if exclude is None:
       return dist, rows
     # Stable: the non-excluded entries first, in their ranked order.
@@ -232,22 +226,37 @@ class Index:
     return (np.take_along_axis(dist, keep, 1),
             np.take_along_axis(rows, keep, 1))
 
-  def _database(self, k, mesh, axis):
-    """The codes as `hamming_topk` takes them: a cached `prepare_codes`
-    layout on one device, or the codes sharded over `axis` of `mesh`."""
+  def _compiled_topk(self, q, k, mesh, axis, one_shot):
+    """`ranking.hamming_topk` of checked queries -> NumPy (distances, rows):
+    one-shot through `compile_cache.exported`, else against a cached
+    `prepare_codes` layout (one device) or the codes sharded over `axis` of
+    `mesh`. JAX is imported here, on the first compiled search."""
+    # pylint: disable=g-import-not-at-top
+    import jax
+    from rs_jax import compile_cache
+    from rs_jax import hashing
+    from rs_jax import ranking
+    if one_shot and mesh is None:
+      dist, rows = compile_cache.exported(
+          f"hamming_topk(k={k})", functools.partial(ranking.hamming_topk, k=k),
+          q, self.codes, modules=(ranking, hashing))
+      return np.asarray(dist), np.asarray(rows)
     if mesh is None:
-      prepared = self._cache.get("prepared")
-      if prepared is None or k > prepared.planes.shape[2]:
-        prepared = self._cache["prepared"] = ranking.prepare_codes(
-            jnp.asarray(self.codes), k)
-      return prepared
-    db = self._cache.get(("mesh", mesh, axis))
-    if db is None:
-      even = len(self) % mesh.shape[axis] == 0
-      # Uneven N: hamming_topk pads and shards the rows on each call.
-      db = self._cache["mesh", mesh, axis] = jax.device_put(
-          self.codes, jax.NamedSharding(mesh, jax.P(axis)) if even else None)
-    return db
+      db = self._cache.get("prepared")
+      if db is None or k > db.planes.shape[2]:
+        db = self._cache["prepared"] = ranking.prepare_codes(
+            jax.numpy.asarray(self.codes), k)
+    else:
+      db = self._cache.get(("mesh", mesh, axis))
+      if db is None:
+        even = len(self) % mesh.shape[axis] == 0
+        # Uneven N: hamming_topk pads and shards the rows on each call.
+        db = self._cache["mesh", mesh, axis] = jax.device_put(
+            self.codes,
+            jax.NamedSharding(mesh, jax.P(axis)) if even else None)
+    dist, rows = ranking.hamming_topk(jax.numpy.asarray(q), db, k, mesh=mesh,
+                                      axis=axis)
+    return np.asarray(dist), np.asarray(rows)
 
   def search(self, query_codes, k, *, mesh=None, axis="data"):
     """k nearest codes of each query by Hamming distance.

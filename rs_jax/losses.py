@@ -247,16 +247,22 @@ def contrastive(*, embeddings1, embeddings2, similar,
   return 0.5 * jnp.mean(jnp.where(sim, d2, dis))
 
 
-def ntxent(*, embeddings1, embeddings2, temperature: float = 0.5) -> jax.Array:
-  """NT-Xent (SimCLR, Chen et al. 2020) on two views, mean over all 2B anchors.
+def ntxent(*, embeddings1, embeddings2, temperature: float = 0.5,
+           offset: float = 0.0) -> jax.Array:
+  """NT-Xent (SimCLR, Chen et al. 2020, eq. 1) on two views, mean over the
+  2B anchors (SimCLR's L = 1/2N sum_k [l(2k-1, 2k) + l(2k, 2k-1)]).
 
-  For each of the 2B embeddings the positive is its other view; the other
-  2B - 2 embeddings are negatives; similarities are cosines / temperature.
+  l(i, j) = -log exp(s_ij / tau) / sum_{k != i} exp(s_ik / tau), where j is
+  the other view of i, k runs over the other 2B - 1 embeddings (the positive
+  included) and s = cosine similarity of z = e - offset. offset = 0.5 for
+  sigmoid hash outputs v: cos(v - 0.5, v' - 0.5) on binary codes is
+  1 - 2 Hamming / K, so the loss ranks as the Hamming search does.
 
   Args:
     embeddings1, embeddings2: float[B, D], row i of both = two views of i.
+    temperature: tau (SimCLR: 0.5 in its CIFAR-10 runs, 0.1 on ImageNet).
   """
-  z = jnp.concatenate([_f32(embeddings1), _f32(embeddings2)], 0)
+  z = jnp.concatenate([_f32(embeddings1), _f32(embeddings2)], 0) - offset
   n = z.shape[0]
   b = n // 2
   logits = distances.cosine_similarities(z, z) / temperature

@@ -38,10 +38,6 @@ from rs_jax import workdir as workdir_lib
 from rs_jax.models import encoder as encoder_lib
 
 
-def run(config, workdir):
-  return train_and_evaluate(config, workdir)
-
-
 def create_models(config, input_shapes):
   """{modality: HashEncoder}; input_shapes: {modality: per-example shape}."""
   frozen = config.model.frozen
@@ -79,22 +75,26 @@ def loss_inputs(outputs, batch, *, label_key: str, sampler: str,
   One modality: embeddings, labels. Several: each modality's codes by name
   (s1=, s2=), embeddings = their concatenation along the batch. The triplet
   sampler's batch is [anchors; positives; negatives] -> anchor/positive/
-  negative; the pair sampler's [firsts; seconds] -> embeddings1/2, similar.
+  negative; the pair sampler's [firsts; seconds] -> embeddings1/2, similar;
+  the views sampler's [first views; second views] -> embeddings1/2 and no
+  labels (unsupervised: a loss that needs labels fails).
   logits ({modality: [B, C]} of the class head, one modality): logits, for
   `cross_entropy` (class ids) or `sigmoid_bce` (multi-hot), every row.
   """
   inputs = dict(outputs)
   inputs["embeddings"] = jnp.concatenate(list(outputs.values()), axis=0)
-  inputs["labels"] = batch[label_key]
+  if sampler != "views":
+    inputs["labels"] = batch[label_key]
   if logits:
     inputs["logits"] = jnp.concatenate(list(logits.values()), axis=0)
   if sampler == "triplet":
     inputs["anchor"], inputs["positive"], inputs["negative"] = jnp.split(
         inputs["embeddings"], 3)
-  elif sampler == "pairs":
+  elif sampler in ("pairs", "views"):
     inputs["embeddings1"], inputs["embeddings2"] = jnp.split(
         inputs["embeddings"], 2)
-    inputs["similar"] = batch["pair_label"]
+    if sampler == "pairs":
+      inputs["similar"] = batch["pair_label"]
   return inputs
 
 

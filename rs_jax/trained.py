@@ -29,6 +29,10 @@ from rs_jax import sharding
 from rs_jax import train
 from rs_jax.models import encoder as encoder_lib
 
+# config.task of a training run ("train": workdirs written before the task
+# runner moved out of train.py).
+TRAIN_TASKS = ("train_task", "train")
+
 
 def checkpoint_checksum(directory) -> str:
   """SHA-256 (hex) over the relative paths and bytes of every file under
@@ -131,9 +135,9 @@ def load_trained(workdir, *, devices=None) -> Trained:
   """
   workdir = str(paths.resolve(workdir))
   config = load_config(workdir)
-  if config.get("task") != "train":
+  if config.get("task") not in TRAIN_TASKS:
     raise ValueError(f"{workdir}: a {config.get('task')!r} workdir, not a "
-                     "training run (task 'train'); give the workdir of the "
+                     "training run (task 'train_task'); give the workdir of the "
                      "run that trained the encoders")
   data = input_pipeline.load(config, workdir)
   shapes = data.input_shapes

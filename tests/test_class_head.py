@@ -20,9 +20,15 @@ from rs_jax import trained
 from rs_jax.data import rgb_folders
 from rs_jax.models import encoder as encoder_lib
 
+from tests import shared_data
 from tests.test_train import tiny_config
 
-TSV = "/work/shared/data/ucmerced/multilabels.tsv"
+
+def real_tsv():
+  """The real multilabels.tsv, read in place (skips where it is absent)."""
+  return shared_data.real("ucmerced") + "/multilabels.tsv"
+
+
 SETTINGS = {  # label key -> (num_classes, class loss)
     "label": (21, "cross_entropy"), "labels": (17, "sigmoid_bce")}
 
@@ -46,7 +52,8 @@ def class_config(raw_dir, data_dir, label_key, **overrides):
   num_classes, loss = SETTINGS[label_key]
   config = tiny_config(data_dir, **{
       "data.name": "ucmerced", "data.manual_dir": str(raw_dir),
-      "data.options": dict(multilabels=TSV, splits=dict(train=0.5, test=0.5)),
+      "data.options": dict(multilabels=real_tsv(),
+                           splits=dict(train=0.5, test=0.5)),
       "data.inputs": ("image",), "data.label_key": label_key,
       "model.num_classes": num_classes, "train.steps": 2, "eval.every": 2,
       "eval.val_query_split": "", "eval.val_database_split": "",
@@ -63,7 +70,7 @@ def np_log_sigmoid(x):
 def _one_batch(label_key, batch_size=12, dim=10):
   """Random features with labels: class ids, or real rows of the TSV."""
   rng = np.random.default_rng(1)
-  table = rgb_folders.read_multilabels(TSV)
+  table = rgb_folders.read_multilabels(real_tsv())
   names = sorted(table)[::175][:batch_size]
   labels = (np.array([rgb_folders.UCMERCED_CLASSES.index(n[:-2])
                       for n in names]) if label_key == "label"

@@ -23,9 +23,9 @@ from rs_jax.data import pipeline
 from rs_jax.data import sources
 from rs_jax.data.bigearthnet import patches
 from rs_jax.data.bigearthnet import resample
+from tests import shared_data
 
-SAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
-                      "bigearthnet-mm-sample")
+SAMPLE = "bigearthnet-mm-sample"  # in tests/shared_data.ROOT
 S2_ORDER = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A",
             "B09", "B11", "B12")
 
@@ -406,12 +406,12 @@ def test_find_root_not_fooled_by_a_bad_first_patch(tmp_path):
 
 
 # --- the real sample ---------------------------------------------------------
-@pytest.mark.skipif(not os.path.isdir(SAMPLE), reason="../shared is absent")
 def test_real_sample_against_tifffile(tmp_path):
-  s2_root = os.path.join(SAMPLE, "BigEarthNet-S2-Example")
-  s1_root = os.path.join(SAMPLE, "BigEarthNet-S1-Example")
+  sample = shared_data.real(SAMPLE)
+  s2_root = os.path.join(sample, "BigEarthNet-S2-Example")
+  s1_root = os.path.join(sample, "BigEarthNet-S1-Example")
   for config in ("s2", "s1", "mm"):
-    data.prepare(f"bigearthnet/{config}", SAMPLE, tmp_path)
+    data.prepare(f"bigearthnet/{config}", sample, tmp_path)
   s2 = _by_name(data.load("bigearthnet/s2", "all", tmp_path))
   s1 = _by_name(data.load("bigearthnet/s1", "all", tmp_path))
   mm = _by_name(data.load("bigearthnet/mm", "all", tmp_path))

@@ -182,3 +182,92 @@ def test_bad_arguments(single):
     pipeline.train_batches(single, batch_size=4, seed=0, sampler="triplet")
   with pytest.raises(KeyError, match="nope"):
     next(pipeline.eval_batches(single, batch_size=4, keys=["nope"]))
+
+
+@pytest.fixture(scope="module")
+def views():
+  """10 images x 3 cached views, view-major as features.cached_sources."""
+  rng = np.random.default_rng(4)
+  return pipeline.ArraySource({
+      "x": rng.normal(size=(30, 4)).astype(np.float32),
+      "index": np.tile(np.arange(10), 3),
+      "label": np.tile(np.arange(10) % 3, 3)})
+
+
+def test_views_sampler_halves_are_views_of_the_same_images(views):
+  it = pipeline.train_batches(views, batch_size=8, seed=0, sampler="views",
+                              view_key="index", keys=["x", "index"])
+  seen = []
+  for batch in itertools.islice(it, 2):  # one epoch: 2 x 4 of 10 images
+    first, second = np.split(batch["index"], 2)
+    np.testing.assert_array_equal(first, second)
+    assert len(set(first)) == 4
+    x1, x2 = np.split(batch["x"], 2)
+    assert not (x1 == x2).all(1).any()  # two distinct views of each image
+    rows = [np.flatnonzero((views.arrays["x"] == x).all(1))[0]
+            for x in batch["x"]]
+    np.testing.assert_array_equal(views.arrays["index"][rows], batch["index"])
+    seen += list(first)
+  assert len(set(seen)) == 8  # an epoch draws images without repetition
+
+
+def test_views_sampler_without_view_key_needs_augment(single):
+  it = pipeline.train_batches(single, batch_size=6, seed=1, sampler="views",
+                              augment=True, keys=["image"])
+  x1, x2 = np.split(next(it)["image"], 2)
+  for a, b in zip(x1, x2):  # the same image, each view its own D4 transform
+    assert any(np.array_equal(augment.dihedral(a, t), b) for t in range(8))
+  with pytest.raises(ValueError, match="views would be the same"):
+    pipeline.train_batches(single, batch_size=6, seed=1, sampler="views")
+  with pytest.raises(ValueError, match="2B"):
+    pipeline.train_batches(single, batch_size=5, seed=1, sampler="views",
+                           augment=True)
+  with pytest.raises(ValueError, match="only the option view_key"):
+    pipeline.train_batches(single, batch_size=6, seed=1, sampler="views",
+                           augment=True, k=3)
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_views_sampler_global_batch_and_determinism(views, single,
+                                                    monkeypatch, augment):
+  """Process p of P yields rows [p b, (p + 1) b) of the 1-process batch,
+  which is a function of (seed, t)."""
+  for source, options in ((views, dict(view_key="index")),
+                          (single, dict(augment=True))):
+    kwargs = dict(batch_size=8, seed=3, sampler="views", **options)
+    kwargs.setdefault("augment", augment)
+    _processes(monkeypatch, 0, 1)
+    whole = list(itertools.islice(pipeline.train_batches(source, **kwargs), 3))
+    again = list(itertools.islice(pipeline.train_batches(source, **kwargs), 3))
+    other = next(pipeline.train_batches(source, **{**kwargs, "seed": 4}))
+    assert any(not np.array_equal(other[k], whole[0][k]) for k in other)
+    for processes in (2, 4):
+      parts = []
+      for p in range(processes):
+        _processes(monkeypatch, p, processes)
+        parts.append(list(itertools.islice(
+            pipeline.train_batches(source, **kwargs), 3)))
+      for t in range(3):
+        for key in whole[t]:
+          np.testing.assert_array_equal(again[t][key], whole[t][key])
+          np.testing.assert_array_equal(
+              np.concatenate([part[t][key] for part in parts]), whole[t][key],
+              err_msg=f"{processes} processes, step {t}, {key}")
+
+
+def test_triplet_sampler_two_classes(single):
+  """The MiLaN authors' batches: anchors and positives 2T distinct images of
+  one class, the T negatives distinct images of one other class."""
+  it = pipeline.train_batches(single, batch_size=12, seed=0,
+                              sampler="triplet", two_classes=True,
+                              keys=["image", "label"])
+  for batch in itertools.islice(it, 5):
+    a, pos, neg = np.split(batch["label"], 3)
+    assert len(set(a) | set(pos)) == 1 and len(set(neg)) == 1
+    assert neg[0] != a[0]
+    flat = batch["image"].reshape(12, -1)
+    assert len(np.unique(flat[:8], axis=0)) == 8
+    assert len(np.unique(flat[8:], axis=0)) == 4
+  with pytest.raises(ValueError, match="class of >= 12"):  # classes of 10
+    pipeline.train_batches(single, batch_size=18, seed=0, sampler="triplet",
+                           two_classes=True)

@@ -18,6 +18,7 @@ from configs import s1s2_triplet
 from rs_jax import input_pipeline
 from rs_jax.data import sources
 from rs_jax.data.bigearthnet import fake
+from tests import shared_data
 from tests.test_data_bigearthnet import SAMPLE, _break, _text
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,11 +119,10 @@ def test_killed_preparation_is_not_prepared_and_rerun_completes(tmp_path,
 
 
 def test_cli_prepares_a_configs_own_data_on_the_real_sample(tmp_path):
-  if not os.path.isdir(SAMPLE):
-    pytest.fail(f"{SAMPLE}: the real BigEarthNet-MM sample is missing")
+  sample = shared_data.real(SAMPLE)
   result = subprocess.run(
       [sys.executable, "-m", "rs_jax.data.prepare_cli", "--config",
-       "configs/s1s2_triplet.py", f"--config.data.manual_dir={SAMPLE}",
+       "configs/s1s2_triplet.py", f"--config.data.manual_dir={sample}",
        f"--config.data.data_dir={tmp_path}", "--workers=2"],
       cwd=ROOT, capture_output=True, text=True, check=False)
   assert result.returncode == 0, result.stderr[-3000:]

@@ -11,8 +11,8 @@ import pytest
 import rs_jax.data
 from rs_jax.data import rgb_folders
 from rs_jax.data import splits
+from tests import shared_data
 
-UCM = "/work/shared/data/ucmerced"
 FORMATS = ("png", "tif", "webp")  # lossless: values read back must be equal
 
 
@@ -149,17 +149,17 @@ def test_cli_and_reading_without_tensorflow(tmp_path):
   subprocess.run([sys.executable, "-c", read], check=True, env=env)
 
 
-@pytest.mark.skipif(not os.path.isdir(UCM), reason=f"{UCM} absent")
 def test_real_ucmerced(tmp_path):
+  ucm = shared_data.real("ucmerced")
   data_dir = tmp_path / "ucm"
-  rs_jax.data.prepare("ucmerced", UCM, data_dir, splits="milan")
+  rs_jax.data.prepare("ucmerced", ucm, data_dir, splits="milan")
   src = rs_jax.data.load("ucmerced", "all", data_dir)
   labels = np.array([src[i]["label"] for i in range(len(src))])
   assert len(src) == 2100
   assert (np.bincount(labels) == 100).all() and len(np.bincount(labels)) == 21
   ex = src[1234]
   np.testing.assert_array_equal(
-      ex["image"], rgb_folders.read_rgb(f"{UCM}/Images/{ex['filename'].decode()}"))
+      ex["image"], rgb_folders.read_rgb(f"{ucm}/Images/{ex['filename'].decode()}"))
   counts = {s: len(rs_jax.data.load("ucmerced", s, data_dir))
             for s in ("train", "validation", "test")}
   assert counts == {"train": 840, "validation": 420, "test": 840}

@@ -3,6 +3,7 @@ search by id, exclusion, sharded search, and the rs_jax.index_cli command
 line, against NumPy references."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from rs_jax import hashing, ranking
+from rs_jax import compile_cache, hashing, ranking, ranking_numpy
 from rs_jax.index import FORMAT_VERSION, Index, IndexFileError
 
 N, BITS, K = 300, 40, 10  # 40 bits: two words, the last one padded
@@ -297,29 +298,54 @@ def _expected_json(index, queries, dist, ids):
           for q, row in zip(queries, zip(dist, ids.tolist(), rows))]
 
 
-def cli(tmp_path, *args):
-  """`python -m rs_jax.index_cli ARGS` with a compilation cache in tmp_path
-  -> the finished process."""
+def cli(tmp_path, *args, python=()):
+  """`python [PYTHON] -m rs_jax.index_cli ARGS` with a compilation cache in
+  tmp_path -> the finished process."""
   return subprocess.run(
-      [sys.executable, "-m", "rs_jax.index_cli", *map(str, args)], cwd=ROOT,
+      [sys.executable, *python, "-m", "rs_jax.index_cli", *map(str, args)],
+      cwd=ROOT,
       capture_output=True, text=True, timeout=300, check=False,
       env={**os.environ, "RS_JAX_COMPILATION_CACHE": str(tmp_path / "cache")})
 
 
 def test_cli_search_by_id_end_to_end(data, index, tmp_path):
+  """A few queries are searched in NumPy: the process never imports JAX
+  (`-X importtime` lists every module imported) and compiles nothing."""
   path, out = tmp_path / "archive.rsidx", tmp_path / "out.json"
   index.save(path)
   queries = data["ids"][:7]
-  for _ in range(2):  # the second run reads its programs from the cache
-    proc = cli(tmp_path, "search", "--index", path, "--ids",
-               ",".join(queries), "--k", K - 1, "--json", out)
-    assert proc.returncode == 0, proc.stderr
-    want = _expected_json(index, queries, *index.search_ids(queries, K - 1))
-    assert json.loads(out.read_text()) == want
-    assert json.loads(proc.stdout) == want
-  # The compiled program and the traced one (compile_cache.exported).
-  assert len(os.listdir(tmp_path / "cache")) > 1
-  assert os.listdir(tmp_path / "cache" / "exported")
+  proc = cli(tmp_path, "search", "--index", path, "--ids", ",".join(queries),
+             "--k", K - 1, "--json", out, python=("-X", "importtime"))
+  assert proc.returncode == 0, proc.stderr
+  want = _expected_json(index, queries, *index.search_ids(queries, K - 1))
+  assert json.loads(out.read_text()) == want
+  assert json.loads(proc.stdout) == want
+  imported = re.findall(r"^import time:.*\| +(\S+)$", proc.stderr, re.M)
+  assert "rs_jax.ranking_numpy" in imported
+  assert not [m for m in imported if m.split(".")[0] in ("jax", "jaxlib")]
+  assert not os.path.exists(tmp_path / "cache")
+
+
+def test_one_shot_search_above_the_numpy_bound_is_compiled_once(
+    data, index, tmp_path, monkeypatch):
+  """Past ranking_numpy.MAX_PAIRS a one-shot search runs the program kept by
+  compile_cache.exported: traced in the first process, read back after."""
+  monkeypatch.setattr(ranking_numpy, "MAX_PAIRS", 0)
+  names = ("jax_compilation_cache_dir",
+           "jax_persistent_cache_min_compile_time_secs",
+           "jax_persistent_cache_min_entry_size_bytes")
+  before = {name: getattr(jax.config, name) for name in names}
+  compile_cache.enable(str(tmp_path / "cache"))
+  try:
+    want = index.topk(data["queries"], K)
+    for _ in range(2):
+      got = index.topk(data["queries"], K, one_shot=True)
+      np.testing.assert_array_equal(got[0], want[0])
+      np.testing.assert_array_equal(got[1], want[1])
+  finally:
+    for name, value in before.items():
+      jax.config.update(name, value)
+  assert len(os.listdir(tmp_path / "cache" / "exported")) == 1
 
 
 def test_cli_search_by_codes_and_errors(data, index, tmp_path):

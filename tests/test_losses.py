@@ -406,6 +406,22 @@ def test_ntxent(b):
   for tau in (0.5, 0.1):
     close(L.ntxent(embeddings1=x1, embeddings2=x2, temperature=tau),
           np_ntxent(x1, x2, tau), tol=1e-4)
+  v1, v2 = np_sigmoid(x1), np_sigmoid(x2)  # sigmoid outputs, centred
+  close(L.ntxent(embeddings1=v1, embeddings2=v2, temperature=0.5, offset=0.5),
+        np_ntxent(v1 - 0.5, v2 - 0.5, 0.5), tol=1e-4)
+
+
+def test_ntxent_offset_half_is_hamming_on_binary_codes():
+  # cos(b - 0.5, b' - 0.5) = 1 - 2 Hamming(b, b') / K for b, b' in {0, 1}^K.
+  b = rng(9).integers(0, 2, (6, 8)).astype(np.float64)
+  ham = (b[:, None] != b[None]).sum(-1)
+  z = np.concatenate([b, b]) - 0.5
+  k = b.shape[1]
+  want = 1 - 2 * np.concatenate([np.concatenate([ham, ham], 1)] * 2) / k
+  got = np.array([[np_cos(x, y) for y in z] for x in z])
+  np.testing.assert_allclose(got, want, atol=1e-12)
+  close(L.ntxent(embeddings1=b, embeddings2=b, temperature=0.5, offset=0.5),
+        np_ntxent(b - 0.5, b - 0.5, 0.5), tol=1e-4)
 
 
 def test_pair_bce_and_classification():

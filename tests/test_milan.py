@@ -1,10 +1,16 @@
 """benchmarks/milan_table.py helpers and configs/milan_ucm.py on tiny data."""
+import itertools
+import os
+
 import numpy as np
+from PIL import Image
 import pytest
 
 from benchmarks import milan_table
 from configs import milan_aid
 from configs import milan_ucm
+from rs_jax import input_pipeline
+from rs_jax.data import rgb_folders
 
 
 def _map_at_k_reference(dist, labels, k):
@@ -65,7 +71,8 @@ def test_variants():
           v.loss.weights.bit_balance) == (16, 2, 1.0, 1.0)
   v = milan_table.variant(base, "lambda_0.001", bits=24, seed=0)
   assert (v.loss.weights.push, v.loss.weights.bit_balance) == (0.001, 0.001)
-  v = milan_table.variant(base, "semi_hard", bits=32, seed=0)
+  v = milan_table.variant(base.copy_and_resolve_references().lock(),
+                          "semi_hard", bits=32, seed=0)
   assert v.train.sampler == "pk" and "triplet" not in v.loss.weights
   assert v.loss.options.triplet_mined.miner == "semi_hard"
   assert v.train.sampler_options.p * v.train.sampler_options.k == 90
@@ -89,3 +96,64 @@ def test_table_rows_and_spread():
   assert "0.260 ± 0.100" in md[3] and "0.420 ± 0.100" in md[3]
   assert "0.557" in md[3]  # the paper's KSLSH value at K=16
   assert milan_table.mean_spread([0.3]) == (0.3, 0.0)
+
+
+def test_authors_protocol_config():
+  c, authors = milan_ucm.get_config(), milan_ucm.get_config("authors")
+  assert authors.data.train_split == "train+validation"
+  assert not authors.eval.val_query_split and not authors.eval.val_database_split
+  assert authors.train.sampler_options.two_classes
+  assert milan_ucm.get_config("aid,authors").data.name == "aid"
+  for key in ("data", "eval", "train"):  # nothing else changes
+    authors[key] = c[key]
+  assert authors.to_dict() == c.to_dict()
+  c.lock()  # as the benchmark's --config flag gives it
+  assert milan_table.variant(c, "authors", bits=16, seed=0).data.train_split \
+      == "train+validation"
+  with pytest.raises(ValueError, match="'ucmerced,aid'"):
+    milan_ucm.get_config("ucmerced,aid")
+
+
+def test_authors_protocol_splits_and_batches(tmp_path):
+  """40 images per class, preset "milan": the authors train on all 60 % (24
+  per class: train 4 + validation 20), test on 40 %, validate on nothing;
+  each batch is 2T distinct images of one class and T of another."""
+  for c in rgb_folders.UCMERCED_CLASSES:
+    os.makedirs(tmp_path / "raw" / c)
+    for i in range(40):
+      Image.fromarray(np.full((4, 4, 3), i, np.uint8)).save(
+          tmp_path / "raw" / c / f"{c}{i:02d}.png")
+  config = milan_ucm.get_config("authors")
+  config.data.manual_dir = str(tmp_path / "raw")
+  config.data.data_dir = str(tmp_path / "data")
+  config.model.frozen = False  # images, not cached features
+  config.train.batch_size = 3 * 12
+  data = input_pipeline.load(config, tmp_path)
+  assert {s: len(src) for s, src in data.sources.items()} == {
+      "train+validation": 21 * 24, "test": 21 * 16}
+  train_labels = np.array([ex["label"] for ex in
+                           (data.sources["train+validation"][i]
+                            for i in range(21 * 24))])
+  assert (np.bincount(train_labels) == 24).all()
+  for batch in itertools.islice(data.train_batches(seed=0), 3):
+    a, pos, neg = np.split(batch["label"], 3)
+    assert len(set(a) | set(pos)) == 1 and len(set(neg)) == 1
+    assert neg[0] != a[0]
+    # anchors + positives: all 24 training images of the class, once each
+    assert len({int(x[0, 0, 0]) for x in batch["image"][:24]}) == 24
+
+
+def test_add_rows_merges_without_touching_the_other_rows():
+  record = dict(records=[dict(method="itq", bits=16, seed=0, map=0.7),
+                         dict(method="authors", bits=16, seed=0, map=0.1)],
+                query_time_ms={"itq@16": 0.4, "authors@16": 9.0},
+                added=[dict(variants=["authors"], command="old")])
+  new = [dict(method="authors", bits=16, seed=0, map=0.8),
+         dict(method="authors", bits=32, seed=0, map=0.9)]
+  merged = milan_table.merge_rows(
+      record, new, {("authors", 16): 0.5},
+      dict(variants=["authors"], command="new", total_s=1.0))
+  assert merged["records"] == record["records"][:1] + new
+  assert merged["query_time_ms"] == {"itq@16": 0.4, "authors@16": 0.5}
+  assert [a["command"] for a in merged["added"]] == ["new"]
+  assert len(record["records"]) == 2  # the input is not changed

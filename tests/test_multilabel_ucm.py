@@ -7,7 +7,13 @@ import pytest
 import rs_jax.data
 from rs_jax.data import rgb_folders
 
-TSV = "/work/shared/data/ucmerced/multilabels.tsv"
+from tests import shared_data
+
+
+@pytest.fixture(name="tsv")
+def fixture_tsv():
+  """The real multilabels.tsv, read in place."""
+  return shared_data.real("ucmerced") + "/multilabels.tsv"
 
 
 def _plain_read(path):
@@ -17,15 +23,15 @@ def _plain_read(path):
           (line.split("\t") for line in lines[1:])}
 
 
-def test_reader_on_the_real_file():
-  table = rgb_folders.read_multilabels(TSV)
-  expected = _plain_read(TSV)
+def test_reader_on_the_real_file(tsv):
+  table = rgb_folders.read_multilabels(tsv)
+  expected = _plain_read(tsv)
   assert len(table) == 2100 == len(expected)
   for name, row in expected.items():
     np.testing.assert_array_equal(table[name], row)
   counts = np.stack(list(table.values())).sum(1)
   assert counts.min() == 1 and counts.max() == 7  # data README: 1-7 labels
-  assert open(TSV).readline().rstrip("\n").split("\t")[1:] == list(
+  assert open(tsv).readline().rstrip("\n").split("\t")[1:] == list(
       rgb_folders.UCMERCED_MULTILABELS)
 
 
@@ -39,13 +45,13 @@ def _write_archive(root, per_class=2):
           root / "Images" / c / f"{c}{i:02d}.png")
 
 
-def test_builder_carries_multi_hot_and_class_label(tmp_path):
+def test_builder_carries_multi_hot_and_class_label(tmp_path, tsv):
   raw = tmp_path / "raw"
   _write_archive(raw)
   data_dir = tmp_path / "data"
-  rs_jax.data.prepare("ucmerced", raw, data_dir, multilabels=TSV,
+  rs_jax.data.prepare("ucmerced", raw, data_dir, multilabels=tsv,
                       splits=dict(train=0.5, test=0.5))
-  expected = _plain_read(TSV)
+  expected = _plain_read(tsv)
   src = rs_jax.data.load("ucmerced", "all", data_dir)
   assert len(src) == 42
   for i in range(len(src)):
@@ -60,18 +66,18 @@ def test_builder_carries_multi_hot_and_class_label(tmp_path):
   assert cols["labels"].shape == (21, 17) and cols["label"].shape == (21,)
 
 
-def test_relative_path_is_inside_manual_dir(tmp_path):
+def test_relative_path_is_inside_manual_dir(tmp_path, tsv):
   raw = tmp_path / "raw"
   _write_archive(raw, per_class=1)
-  (raw / "ml.tsv").write_text(open(TSV).read())
+  (raw / "ml.tsv").write_text(open(tsv).read())
   rs_jax.data.prepare("ucmerced", raw, tmp_path / "data", multilabels="ml.tsv")
   src = rs_jax.data.load("ucmerced", "train", tmp_path / "data")
   np.testing.assert_array_equal(src[0]["labels"],
-                                _plain_read(TSV)["agricultural00"])
+                                _plain_read(tsv)["agricultural00"])
 
 
-def _bad_tsv(path, edit):
-  lines = open(TSV).read().splitlines()
+def _bad_tsv(path, edit, tsv):
+  lines = open(tsv).read().splitlines()
   edit(lines)
   path.write_text("\n".join(lines) + "\n")
   return path
@@ -96,16 +102,16 @@ def _set(row, value):
     (lambda lines: lines.append(lines[1]),
      r"bad\.tsv: row 2102: image 'agricultural00' again"),
 ])
-def test_bad_rows_name_file_and_row(tmp_path, edit, message):
+def test_bad_rows_name_file_and_row(tmp_path, tsv, edit, message):
   raw = tmp_path / "raw"
   _write_archive(raw, per_class=1)
-  bad = _bad_tsv(tmp_path / "bad.tsv", edit)
+  bad = _bad_tsv(tmp_path / "bad.tsv", edit, tsv)
   with pytest.raises(ValueError, match=message):
     rs_jax.data.prepare("ucmerced", raw, tmp_path / "data",
                         multilabels=str(bad))
 
 
-def test_missing_file_and_aid_refuse(tmp_path):
+def test_missing_file_and_aid_refuse(tmp_path, tsv):
   raw = tmp_path / "raw"
   _write_archive(raw, per_class=1)
   with pytest.raises(FileNotFoundError, match=r"nope\.tsv: the multilabels"):
@@ -113,7 +119,7 @@ def test_missing_file_and_aid_refuse(tmp_path):
                         multilabels="nope.tsv")
   with pytest.raises(ValueError,
                      match=r"unknown option\(s\) \['multilabels'\]"):
-    rs_jax.data.prepare("aid", raw, tmp_path / "aid", multilabels=TSV)
+    rs_jax.data.prepare("aid", raw, tmp_path / "aid", multilabels=tsv)
 
 
 def test_unset_option_matches_older_preparations(tmp_path):

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rs_jax import hashing, ranking
+from rs_jax import hashing, ranking, ranking_numpy
 
 CASES = [  # (Q, N, K bits, k)
     (5, 100, 16, 3),
@@ -168,3 +168,19 @@ def test_prepared_codes_errors(mesh):
     ranking.hamming_topk(dbc[:2], prepared, 2, mesh=mesh)
   with pytest.raises(ValueError, match="code widths differ"):
     ranking.hamming_topk(jnp.zeros((2, 2), jnp.uint32), prepared, 2)
+
+
+@pytest.mark.parametrize("q, n, bits, k", [(5, 1000, 8, 20), (3, 4000, 64, 50),
+                                           (2, 300, 8, 300), (7, 64, 100, 1)])
+def test_numpy_topk_equals_compiled(q, n, bits, k):
+  """Few bits: many ties, broken by index alike in both engines."""
+  rng = np.random.default_rng(n)
+  db = hashing.pack_bits(rng.random((n, bits)) < 0.5)
+  queries = np.asarray(db)[rng.integers(0, n, q)]
+  got = ranking_numpy.hamming_topk(queries, np.asarray(db), k)
+  want = ranking.hamming_topk(jnp.asarray(queries), db, k)
+  for g, w in zip(got, want):
+    assert g.dtype == np.int32
+    np.testing.assert_array_equal(g, np.asarray(w))
+  with pytest.raises(ValueError, match=rf"k = {n + 1} must be in \[1, {n}\]"):
+    ranking_numpy.hamming_topk(queries, np.asarray(db), n + 1)

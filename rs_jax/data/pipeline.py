@@ -15,13 +15,26 @@ threads. Samplers:
   "triplet"  T = batch_size / 3 triplets as in the MiLaN code: rows
              [anchors (T); positives (T); negatives (T)]; a positive shares a
              class with its anchor (is not the anchor itself), a negative shares
-             none.
+             none. Option two_classes=True: the MiLaN authors' batches
+             instead (MHCLN code): per batch one class gives the 2T anchors
+             and positives (distinct images) and one other class the T
+             negatives (single-label classes).
   "pairs"    P = batch_size / 2 pairs, rows [firsts (P); seconds (P)] and
              `pair_label` int32[P] (1 similar, 0 dissimilar). From the option
              `pairs` int[M, 2] with `pair_labels` [M] (e.g. the annotated pairs
              of active learning), or drawn from class labels when not given;
              half of every batch is similar and half dissimilar, which
              oversamples the minority kind.
+  "views"    B = batch_size / 2 images, rows [first views (B); second views
+             (B)]: row i and row B + i are two views of one image (SimCLR's
+             two augmented views; no label is read). Images are epochs of a
+             seeded permutation (as "random"; the last incomplete batch of an
+             epoch is dropped). Option view_key: a column whose equal values
+             mark rows that are views of one image (e.g. "index" of the
+             frozen-feature cache with model.feature_views = 8); each pair is
+             then two distinct such rows. Without it every row is its own
+             image, read twice, and the views differ by `augment` alone
+             (which is then required).
 Classes come from `label` (int) or a multi-hot key (option label_key, e.g.
 "labels_19"); for multi-hot, "shares a class" means at least one common label
 and "pk" draws k images carrying each of p labels. Sources with both `s1` and
@@ -47,7 +60,7 @@ import numpy as np
 from rs_jax.data import augment as augment_lib
 from rs_jax.data import sources
 
-SAMPLERS = ("random", "pk", "triplet", "pairs")
+SAMPLERS = ("random", "pk", "triplet", "pairs", "views")
 
 
 def _read(source, indices, keys) -> dict[str, np.ndarray]:
@@ -78,16 +91,24 @@ class ArraySource:
     return {k: v[i] for k, v in self.arrays.items()}
 
 
+def _column(source, key) -> np.ndarray:
+  """Returns column `key` [N, ...] of a source without decoding images: the
+  label store of a prepared dataset, or an ArraySource's array."""
+  if isinstance(source, ArraySource):
+    if key not in source.arrays:
+      raise KeyError(f"column {key!r} not in the source; it has "
+                     f"{sorted(source.arrays)}")
+    return np.asarray(source.arrays[key])
+  return sources.columns(source, [key])[key]
+
+
 class _Classes:
   """Class membership from int labels [N] or multi-hot labels [N, C]; from
   the label store of a prepared dataset (no image is decoded) or an
   ArraySource's arrays."""
 
   def __init__(self, source, label_key):
-    if isinstance(source, ArraySource):
-      labels = np.asarray(source.arrays[label_key])
-    else:
-      labels = sources.columns(source, [label_key])[label_key]
+    labels = _column(source, label_key)
     if labels.ndim == 1:
       labels = np.eye(int(labels.max()) + 1, dtype=bool)[labels]
     self.hot = labels.astype(bool)                       # [N, C]
@@ -129,9 +150,11 @@ def _pk_indices(rng, *, classes, batch_size, p=None, k=4):
       for c in chosen]), None
 
 
-def _triplet_indices(rng, *, classes, batch_size):
+def _triplet_indices(rng, *, classes, batch_size, two_classes=False):
   if batch_size % 3:
     raise ValueError(f"triplet sampler: batch_size {batch_size} is not 3T")
+  if two_classes:
+    return _two_class_triplets(rng, classes=classes, t=batch_size // 3), None
   usable = [c for c, m in enumerate(classes.members) if len(m) >= 2]
   if not usable:
     raise ValueError("triplet sampler: no class has 2 examples")
@@ -142,6 +165,27 @@ def _triplet_indices(rng, *, classes, batch_size):
     positives.append(pos)
     negatives.append(classes.draw_unrelated(rng, a))
   return np.array(anchors + positives + negatives), None
+
+
+def _two_class_triplets(rng, *, classes, t):
+  """The MiLaN authors' batch (MHCLN trainer.py, get_triplets): one class for
+  anchors and positives, 2T distinct images of it, and one other class for
+  the T negatives, distinct images; single-label classes only."""
+  if (classes.hot.sum(1) != 1).any():
+    raise ValueError("triplet sampler two_classes: needs single-label "
+                     "classes (one class per example)")
+  sizes = np.array([len(m) for m in classes.members])
+  usable = np.flatnonzero(sizes >= 2 * t)
+  if not len(usable) or (sizes >= t).sum() < 2:
+    raise ValueError(f"triplet sampler two_classes: T = {t} triplets need a "
+                     f"class of >= {2 * t} examples and another of >= {t}; "
+                     f"class sizes are {sorted(sizes.tolist())}")
+  c = rng.choice(usable)
+  negative_classes = np.flatnonzero((sizes >= t) & (np.arange(len(sizes)) != c))
+  same = rng.choice(classes.members[c], 2 * t, replace=False)
+  other = rng.choice(classes.members[rng.choice(negative_classes)], t,
+                     replace=False)
+  return np.concatenate([same, other])
 
 
 def _pairs_indices(rng, *, classes, batch_size, pairs=None, pair_labels=None):
@@ -173,6 +217,32 @@ def _pairs_indices(rng, *, classes, batch_size, pairs=None, pair_labels=None):
   return np.concatenate([chosen[order, 0], chosen[order, 1]]), labels[order]
 
 
+def _view_groups(source, view_key):
+  """Returns [int64[V_g]] per image: the rows that are its views (one row
+  each without view_key), images in first-row order."""
+  if view_key is None:
+    return [np.array([i]) for i in range(len(source))]
+  groups = {}
+  for row, image in enumerate(_column(source, view_key).tolist()):
+    groups.setdefault(image, []).append(row)
+  return [np.array(g) for g in groups.values()]
+
+
+def _views_indices(t, *, groups, batch_size, seed):
+  if batch_size % 2:
+    raise ValueError(f"views sampler: batch_size {batch_size} is not 2B")
+  images, _ = _random_indices(t, n=len(groups), batch_size=batch_size // 2,
+                              seed=seed)
+  rng = np.random.default_rng([seed, t, 2])
+  firsts, seconds = [], []
+  for g in images:
+    rows = groups[g]
+    a, b = rng.choice(rows, 2, replace=False) if len(rows) > 1 else rows[[0, 0]]
+    firsts.append(a)
+    seconds.append(b)
+  return np.array(firsts + seconds), None
+
+
 def train_batches(source, *, batch_size: int, seed: int,
                   sampler: str = "random",
                   augment: bool | Callable[..., dict] = False,
@@ -196,6 +266,19 @@ def train_batches(source, *, batch_size: int, seed: int,
     if sampler_options:
       raise ValueError(f"random sampler takes no options {sorted(sampler_options)}")
     draw = functools.partial(_random_indices, n=len(source),
+                             batch_size=batch_size, seed=seed)
+  elif sampler == "views":
+    view_key = sampler_options.pop("view_key", None)
+    if sampler_options:
+      raise ValueError(f"views sampler takes only the option view_key, got "
+                       f"{sorted(sampler_options)}")
+    groups = _view_groups(source, view_key)
+    if not augment and max(len(g) for g in groups) < 2:
+      raise ValueError(
+          "views sampler: every image has one row and augment is off, so its "
+          "two views would be the same; set train.augment or give view_key "
+          "with several views per image (model.feature_views = 8)")
+    draw = functools.partial(_views_indices, groups=groups,
                              batch_size=batch_size, seed=seed)
   else:
     fn = {"pk": _pk_indices, "triplet": _triplet_indices,

@@ -1,11 +1,12 @@
 """Warm, batched exact search of one `Index` for a server.
 
 Concurrent queries are coalesced: a query waits in a queue; the worker takes
-every query queued (up to the largest bucket), and while the batch is
-smaller than the previous one (a sign of concurrent clients whose next
-queries are on their way) waits at most `max_wait` seconds for more, so a
-lone client never waits; queries that arrive while a search runs form the
-next batch. It pads the batch to the next compiled query-batch size (a
+every query queued (up to the largest bucket) and, unless it is one query
+after a batch of one (a lone client, which never waits), waits at most
+`max_wait` seconds for more to fill the batch; queries that arrive while a
+search runs form the next batch. (Waiting only for batches smaller than the
+last one let 64 clients settle at batches of 5: each small, quick search
+left little time for the next queries to arrive.) It pads the batch to the next compiled query-batch size (a
 bucket) and runs one `Index.topk` in a worker thread, so the event loop
 keeps accepting requests meanwhile. Every search
 asks for the same `k_max` neighbours (+1 for the excluded query row) and
@@ -130,7 +131,7 @@ class Searcher:
       batch = []
       size, full = self._take(batch, 0)
       deadline = loop.time() + self.max_wait
-      while (not full and size < self._last_size and
+      while (not full and max(size, self._last_size) > 1 and
              (timeout := deadline - loop.time()) > 0):
         self._wakeup.clear()
         try:
