@@ -97,6 +97,13 @@ class Data:
         seed=seed, sampler=c.sampler, augment=c.augment, keys=self.keys,
         **options)
 
+  def labels(self, split) -> np.ndarray:
+    """Returns the label_key column of a split: int[N] or multi-hot [N, C]
+    (from the label store; no image is decoded)."""
+    from rs_jax.data import sources  # pylint: disable=g-import-not-at-top
+    return sources.columns(self.sources[split],
+                           [self.label_key])[self.label_key]
+
   def eval_batches(self, split) -> Iterator[dict]:
     """One pass in index order, padded last batch, 'mask' marks real rows."""
     from rs_jax.data import pipeline  # pylint: disable=g-import-not-at-top

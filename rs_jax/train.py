@@ -68,7 +68,8 @@ def load_pretrained_backbones(model_config, variables, input_shapes):
   return variables
 
 
-def loss_inputs(outputs, batch, *, label_key: str, sampler: str):
+def loss_inputs(outputs, batch, *, label_key: str, sampler: str,
+                logits=None):
   """Keyword inputs of `losses.combine` from the encoded batch.
 
   One modality: embeddings, labels. Several: each modality's codes by name
@@ -77,11 +78,15 @@ def loss_inputs(outputs, batch, *, label_key: str, sampler: str):
   negative; the pair sampler's [firsts; seconds] -> embeddings1/2, similar;
   the views sampler's [first views; second views] -> embeddings1/2 and no
   labels (unsupervised: a loss that needs labels fails).
+  logits ({modality: [B, C]} of the class head, one modality): logits, for
+  `cross_entropy` (class ids) or `sigmoid_bce` (multi-hot), every row.
   """
   inputs = dict(outputs)
   inputs["embeddings"] = jnp.concatenate(list(outputs.values()), axis=0)
   if sampler != "views":
     inputs["labels"] = batch[label_key]
+  if logits:
+    inputs["logits"] = jnp.concatenate(list(logits.values()), axis=0)
   if sampler == "triplet":
     inputs["anchor"], inputs["positive"], inputs["negative"] = jnp.split(
         inputs["embeddings"], 3)
@@ -94,16 +99,22 @@ def loss_inputs(outputs, batch, *, label_key: str, sampler: str):
 
 
 def make_train_step(models, tx, schedule, loss_fn, stats, *, label_key,
-                    sampler):
-  """(state, batch) -> (state, scalars), state a dict (step, params, ...)."""
+                    sampler, with_logits=False):
+  """(state, batch) -> (state, scalars), state a dict (step, params, ...).
+
+  with_logits: the encoders have class heads; their logits reach the loss.
+  """
 
   def train_step(state, batch):
     def objective(params):
-      outputs, new_stats = encoder_lib.encode(
-          models, params, state["batch_stats"], batch, stats, train=True)
+      encoded = encoder_lib.encode(
+          models, params, state["batch_stats"], batch, stats, train=True,
+          with_logits=with_logits)
+      outputs, logits, new_stats = (encoded if with_logits
+                                    else (encoded[0], None, encoded[1]))
       total, terms = loss_fn(**loss_inputs(outputs, batch,
                                            label_key=label_key,
-                                           sampler=sampler))
+                                           sampler=sampler, logits=logits))
       return total, (terms, new_stats)
 
     (total, (terms, new_stats)), grads = jax.value_and_grad(
@@ -151,6 +162,49 @@ def check_config(config, num_devices: int) -> None:
     raise ValueError(
         "triplet_mined ranks `embeddings`, which with several modalities is "
         "their concatenation; use cross_modal_triplet / mse_cosine_label")
+  num_classes = num_class_outputs(config)
+  if not isinstance(num_classes, int) or num_classes < 0:
+    raise ValueError(f"model.num_classes = {num_classes!r}: must be an "
+                     "integer >= 0 (0: no class head)")
+  for name in CLASS_LOSSES:
+    if config.loss.weights.get(name, 0) and not num_classes:
+      raise ValueError(f"loss.weights.{name} needs the class head's logits: "
+                       "set model.num_classes")
+  if num_classes and len(config.data.inputs) > 1:
+    raise ValueError(f"model.num_classes = {num_classes}: a class head "
+                     "needs one modality in data.inputs, got "
+                     f"{tuple(config.data.inputs)}")
+
+
+CLASS_LOSSES = {"cross_entropy": "class ids", "sigmoid_bce": "multi-hot"}
+
+
+def num_class_outputs(config) -> int:
+  """Returns model.num_classes (0 in configs without a class head)."""
+  return config.model.get("num_classes", 0)
+
+
+def check_labels(config, labels) -> None:
+  """Raises ValueError naming the field when the training labels (int[N]
+  class ids or multi-hot [N, C]) do not fit the class head or its loss."""
+  num_classes = num_class_outputs(config)
+  if not num_classes:
+    return
+  labels = np.asarray(labels)
+  kind = "multi-hot" if labels.ndim == 2 else "class ids"
+  key = config.data.label_key
+  for name, wanted in CLASS_LOSSES.items():
+    if config.loss.weights.get(name, 0) and kind != wanted:
+      other = next(n for n, w in CLASS_LOSSES.items() if w == kind)
+      raise ValueError(f"loss.weights.{name} takes {wanted} labels; "
+                       f"data.label_key = {key!r} holds {kind}: use {other}")
+  if kind == "multi-hot" and labels.shape[1] != num_classes:
+    raise ValueError(f"model.num_classes = {num_classes}: data.label_key = "
+                     f"{key!r} has {labels.shape[1]} labels")
+  if kind == "class ids" and len(labels) and (
+      labels.min() < 0 or labels.max() >= num_classes):
+    raise ValueError(f"model.num_classes = {num_classes}: data.label_key = "
+                     f"{key!r} has class ids {labels.min()}..{labels.max()}")
 
 
 def create_train_state(config, models, input_shapes, tx, *,
@@ -200,6 +254,7 @@ def _train_and_evaluate(config, workdir, devices) -> dict:
   replicated = sharding.replicated(mesh)
   batch_sharding = sharding.batch_sharded(mesh)
   data = input_pipeline.load(config, workdir)
+  check_labels(config, data.labels(config.data.train_split))
   models = create_models(config, data.input_shapes)
   total_steps = config.train.steps
   tx, schedule = optimizers.create_optimizer(config.optim, total_steps)
@@ -229,7 +284,8 @@ def _train_and_evaluate(config, workdir, devices) -> dict:
   train_step = jax.jit(
       make_train_step(models, tx, schedule, loss_fn, data.stats,
                       label_key=config.data.label_key,
-                      sampler=config.train.sampler),
+                      sampler=config.train.sampler,
+                      with_logits=bool(num_class_outputs(config))),
       in_shardings=(replicated, batch_sharding),
       out_shardings=(replicated, replicated), donate_argnums=0)
   evaluator = evaluate.Evaluator(models, data, mesh, ks=tuple(config.eval.ks))

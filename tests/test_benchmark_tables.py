@@ -152,3 +152,25 @@ def test_train_throughput_table_from_json(tmp_path):
   train_throughput.rerender(path)
   md = path.with_suffix(".md").read_text()
   assert "| resnet18 | 12.3M | 16 | 2.000 | 8.0 | 9.0 |" in md
+
+
+def test_multilabel_ucm_table_from_json(tmp_path):
+  from benchmarks import multilabel_ucm  # pylint: disable=g-import-not-at-top
+  values = dict(map=0.5, map_r=0.4, wap=1.5, ndcg=0.7, ndcg_r=0.6, acg=1.2,
+                precision=0.55)
+  records = [dict(method="nn_float", bits=0, seed=0, **values),
+             dict(method="kslsh", bits=16, seed=0, **values),
+             dict(method="dhcnn", bits=16, seed=0, **values),
+             dict(method="dhcnn", bits=16, seed=1, **{**values, "wap": 1.7})]
+  record = dict(command="python -m benchmarks.multilabel_ucm --bits 16",
+                environment={}, total_s=60.0, prepare_s=5.0, bits=[16],
+                seeds=[0, 1], steps=100, records=records)
+  path = tmp_path / "multilabel_ucm_cpu.json"
+  path.write_text(json.dumps(record))
+  multilabel_ucm.rerender(path)
+  md = path.with_suffix(".md").read_text()
+  assert md.count("## ") == len(multilabel_ucm.METRICS)
+  assert "| Class head on the hash layer, sigmoid BCE (dhcnn_ucm) | " \
+         "1.600 ± 0.141 |" in md
+  assert "| NN frozen feat. (Euclidean) (1280-d float) | 0.550 |" in md
+  assert "MiLaN" not in md.split("## ", 1)[1]  # rows only for what ran

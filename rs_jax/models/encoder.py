@@ -11,6 +11,11 @@
     (`rs_jax/features.py`; MiLaN's setting).
   bits: K, the code length.
   head_hidden: hidden sizes of the hash MLP (MiLaN: (1024, 512)).
+  num_classes: C > 0 adds a linear class head on the relaxed (sigmoid) hash
+    layer, the FC layer of classification-based deep hashing (survey of
+    Sumbul, Kang, Demir, Sec. 11.3: DHCNN, Song et al. 2019); 0 or absent:
+    none. Its logits feed `losses.cross_entropy` / `losses.sigmoid_bce` in
+    training; retrieval reads the codes only.
   width: first-stage filters of a ResNet (64 = the standard network).
   small_inputs: ResNet 3x3 stem without max-pool (32..120 px patches).
 """
@@ -19,6 +24,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from rs_jax.models.heads import ClassHead
 from rs_jax.models.heads import HashHead
 from rs_jax.models.resnet import BACKBONES
 
@@ -28,16 +34,28 @@ class HashEncoder(nn.Module):
 
   backbone -> HashHead (MiLaN Sec. II); `backbone=None` hashes its inputs
   directly. Binary codes: `hashing.binarize` of the output (MiLaN eq. 5).
+  With num_classes > 0, ClassHead maps the hash outputs v to logits
+  float32[B, num_classes] = v W + b ("a FC layer is connected to the hash
+  layer", DHCNN in the survey, Sec. 11.3); `with_logits=True` returns
+  (v, logits).
   """
   backbone: Any
   bits: int
   head_hidden: Sequence[int] = (1024, 512)
+  num_classes: int = 0
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, with_logits: bool = False):
     if self.backbone is not None:
       x = self.backbone(x, train=train)
-    return HashHead(self.bits, hidden=tuple(self.head_hidden), name="head")(x)
+    v = HashHead(self.bits, hidden=tuple(self.head_hidden), name="head")(x)
+    if not self.num_classes:
+      if with_logits:
+        raise ValueError("with_logits=True: this encoder has no class head "
+                         "(model.num_classes = 0)")
+      return v
+    logits = ClassHead(self.num_classes, name="class_head")(v)
+    return (v, logits) if with_logits else v
 
 
 def create_backbone(model_config):
@@ -70,7 +88,9 @@ def create_encoder(model_config, *, frozen: bool = False) -> HashEncoder:
   return HashEncoder(
       backbone=None if frozen else create_backbone(model_config),
       bits=model_config.bits,
-      head_hidden=tuple(model_config.get("head_hidden", (1024, 512))))
+      head_hidden=tuple(model_config.get("head_hidden", (1024, 512))),
+      # Absent in the configs of runs made before the class head existed.
+      num_classes=int(model_config.get("num_classes", 0)))
 
 
 def standardize(x, stats):
@@ -81,17 +101,26 @@ def standardize(x, stats):
   return (x - stats["mean"]) / stats["std"]
 
 
-def encode(models, params, batch_stats, batch, stats, *, train: bool):
-  """-> ({modality: float32[B, K]}, new batch_stats)."""
-  outputs, new_stats = {}, {}
+def encode(models, params, batch_stats, batch, stats, *, train: bool,
+           with_logits: bool = False):
+  """-> ({modality: float32[B, K]}, new batch_stats); with_logits (encoders
+  with a class head): ({modality: [B, K]}, {modality: logits [B, C]},
+  new batch_stats)."""
+  outputs, logits, new_stats = {}, {}, {}
   for m, model in models.items():
     x = standardize(batch[m], stats.get(m))
     variables = {"params": params[m], "batch_stats": batch_stats[m]}
     if train:
       y, updated = model.apply(variables, x, train=True,
+                               with_logits=with_logits,
                                mutable=["batch_stats"])
       new_stats[m] = updated.get("batch_stats", {})
     else:
-      y, new_stats[m] = model.apply(variables, x, train=False), batch_stats[m]
+      y = model.apply(variables, x, train=False, with_logits=with_logits)
+      new_stats[m] = batch_stats[m]
+    if with_logits:
+      y, logits[m] = y
     outputs[m] = y
+  if with_logits:
+    return outputs, logits, new_stats
   return outputs, new_stats
