@@ -1,7 +1,7 @@
 """Hashing on multi-label UC Merced (17 labels, Chaudhuri et al. 2018).
 
   python -m benchmarks.multilabel_ucm --data_dir DATA_DIR \
-      --manual_dir /work/shared/data/ucmerced
+      --manual_dir ../shared/data/ucmerced
   python -m benchmarks.multilabel_ucm \
       --from_json benchmarks/results/multilabel_ucm_cpu.json
 
