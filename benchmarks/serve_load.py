@@ -24,9 +24,11 @@ markdown + JSON table with the command to benchmarks/results/.
 """
 import asyncio
 import functools
+import gc
 import json
 import os
 import platform
+import shlex
 import socket
 import subprocess
 import sys
@@ -55,6 +57,8 @@ def define_flags() -> None:
   flags.DEFINE_string("faiss_server", None, "Serve this codes .npz with faiss.")
   flags.DEFINE_string("faiss_once", None, "Search this codes .npz once.")
   flags.DEFINE_integer("port", 0, "Port of --faiss_server.")
+  flags.DEFINE_string("server_flags", "", "More flags of the rs_jax server, "
+                      "e.g. '--buckets=1,8,64 --max_wait_ms=4'.")
   flags.DEFINE_integer("query_id", 0, "Id of the --faiss_once query.")
 
 
@@ -127,6 +131,8 @@ def run_faiss_server():
     del request
     return JSONResponse({"status": "ok"})
 
+  gc.collect()  # as the rs_jax server: start-up objects out of the
+  gc.freeze()   # collector's sight, so a full collection stalls nothing
   uvicorn.run(Starlette(routes=[
       Route("/api/health", health), Route("/api/search", search),
       Route("/api/search/image", search_image, methods=["POST"])]),
@@ -195,10 +201,11 @@ class Connection:
       self.writer.close()
 
 
-async def load(url, clients, make_request, total, seconds):
+async def load(url, clients, make_request, total, seconds, counts=None):
   """`clients` concurrent connections sending `total` requests (at most
   `seconds`); make_request(i) -> (method, target, body) -> dict of QPS,
-  latencies and errors."""
+  latencies and errors; counts: optional `searcher_counts` of the server,
+  read after the warm-up and at the end (mean batch, search share)."""
   port = int(url.rsplit(":", 1)[1])
   latencies, errors, sent = [], [], [0]
   connections = [Connection(port) for _ in range(clients)]
@@ -219,16 +226,21 @@ async def load(url, clients, make_request, total, seconds):
 
   for c in connections:  # connect and warm up
     await c.request(*make_request(0))
+  before = counts() if counts else None
   start_t = time.perf_counter()
   await asyncio.gather(*(one_client(c) for c in range(clients)))
   wall = time.perf_counter() - start_t
   for c in connections:
     c.close()
   lat = np.array(latencies) * 1e3
-  return dict(requests=len(lat), errors=len(errors),
-              error_sample=errors[:3], qps=len(lat) / wall, wall_s=wall,
-              p50_ms=float(np.percentile(lat, 50)),
-              p99_ms=float(np.percentile(lat, 99)))
+  out = dict(requests=len(lat), errors=len(errors), error_sample=errors[:3],
+             qps=len(lat) / wall, p50_ms=float(np.percentile(lat, 50)),
+             p99_ms=float(np.percentile(lat, 99)))
+  if before is not None:
+    batches, queries, search_s = (a - b for a, b in zip(counts(), before))
+    out.update(mean_batch=queries / max(batches, 1),
+               search_share=search_s / wall)
+  return out
 
 
 def write_archive(directory, n, bits, rng, run=None):
@@ -276,22 +288,17 @@ def searcher_counts(url):
 
 def run_cell(url, clients, make_request):
   """`load` of one cell; for rs_jax also the mean batch its searcher ran
-  and the share of the wall time spent searching."""
-  before = searcher_counts(url)
-  r = asyncio.run(load(url, clients, make_request, FLAGS.requests,
-                       FLAGS.seconds))
-  if before is not None:
-    after = searcher_counts(url)
-    batches, queries, seconds = (a - b for a, b in zip(after, before))
-    r.update(mean_batch=queries / max(batches, 1),
-             search_share=seconds / r["wall_s"])
-  return r
+  and the share of the timed wall time spent searching."""
+  return asyncio.run(load(url, clients, make_request, FLAGS.requests,
+                          FLAGS.seconds, counts=functools.partial(
+                              searcher_counts, url)))
 
 
 def servers(rsidx, npz, extra=()):
   rs_port, faiss_port = free_port(), free_port()
   rs = start([sys.executable, "-m", "rs_jax.serve", "--index", rsidx,
-              "--port", str(rs_port), "--k_max", str(FLAGS.k), *extra],
+              "--port", str(rs_port), "--k_max", str(FLAGS.k), *extra,
+              *shlex.split(FLAGS.server_flags)],
              rs_port)
   fs = start([sys.executable, os.path.abspath(__file__), "--faiss_server",
               npz, "--port", str(faiss_port)], faiss_port,
@@ -406,10 +413,13 @@ def main(argv):
     return run_faiss_once()
   if FLAGS.faiss_server:
     return run_faiss_server()
-  import jax  # pylint: disable=g-import-not-at-top
-  import faiss  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  import faiss
+  import jax
+  from benchmarks import report  # not at the top: the faiss processes run
+  # this file as a plain script, importing only what faiss needs
   rng = np.random.default_rng(0)
-  command = "python " + " ".join(sys.argv)
+  command = report.command("benchmarks.serve_load")
   info = dict(command=command, machine=platform.machine(),
               cpus=os.cpu_count(), jax=jax.__version__,
               faiss=faiss.__version__, k=FLAGS.k,
@@ -438,12 +448,10 @@ def main(argv):
       f"cache); faiss script {cli['faiss_s']:.2f} s; same distances: "
       f"{cli['same_distances']}."])
   print(text)
-  os.makedirs(FLAGS.out, exist_ok=True)
-  name = f"serve_load_{FLAGS.tag}"
-  with open(os.path.join(FLAGS.out, name + ".json"), "w") as f:
-    json.dump(dict(info, rows=rows, one_shot=cli), f, indent=2)
-  with open(os.path.join(FLAGS.out, name + ".md"), "w") as f:
-    f.write(f"`{command}`\n\n{json.dumps(info)}\n\n{text}\n")
+  stem = os.path.join(FLAGS.out, f"serve_load_{FLAGS.tag}")
+  report.write_json(stem + ".json", dict(info, rows=rows, one_shot=cli))
+  report.write_markdown(stem + ".md", f"`{command}`\n\n{json.dumps(info)}"
+                        f"\n\n{text}\n", keep_notes=True)
   bad = [r for r in rows if r["errors"] or r["same_distances"] is False]
   if bad or not cli["same_distances"]:
     sys.exit(f"errors or differing results: {bad[:2]}")

@@ -15,6 +15,7 @@ or route 404, an upload over the size limit 413; anything unexpected is
 logged and answered 500 without a traceback.
 """
 import contextlib
+import gc
 import importlib.resources
 
 from absl import logging
@@ -137,9 +138,15 @@ def create_app(service, *, max_upload=MAX_UPLOAD, warm=True):
     del app
     if warm:
       service.warm_up()
+    # The objects made so far (JAX, the indexes) live as long as the server:
+    # out of the collector's sight, a full collection no longer stalls every
+    # request in flight for ~0.1 s.
+    gc.collect()
+    gc.freeze()
     service.start()
     yield
     await service.stop()
+    gc.unfreeze()
 
   return Starlette(
       routes=[
