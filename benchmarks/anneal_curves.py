@@ -249,17 +249,10 @@ def run_upper_bound(base, workdir):
   return entry
 
 
-def rerender(json_path) -> None:
-  """Renders the .md beside a results .json again, keeping hand notes."""
-  report.rerender(json_path, render, __spec__.name)
-
-
 def main(argv):
   """Runs every strategy and the upper bound, or renders a JSON."""
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if FLAGS.from_json:
-    return rerender(FLAGS.from_json)
+  if report.rendered_from_json(argv, render, __spec__.name):
+    return
   workdir = os.path.abspath(FLAGS.workdir)
   report.start_console(os.path.join(workdir, "log.txt"))
   base = base_config(FLAGS.config)

@@ -495,11 +495,6 @@ def render(record, *, rendered_by=None):
   return "\n".join(md)
 
 
-def rerender(json_path) -> None:
-  """Renders the .md beside a results .json again, keeping hand notes."""
-  report.rerender(json_path, render, __spec__.name)
-
-
 def environment():
   """Returns the Python, JAX, devices, CPUs and load of this machine."""
   return dict(python=platform.python_version(), jax=jax.__version__,
@@ -572,10 +567,8 @@ def add_rows(config, work, bits, seeds, t_start) -> None:
 def main(argv):
   """Runs the baselines and MiLaN rows and writes the table, or renders a
   JSON."""
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if FLAGS.from_json:
-    return rerender(FLAGS.from_json)
+  if report.rendered_from_json(argv, render, __spec__.name):
+    return
   if not (FLAGS.data_dir and FLAGS.manual_dir):
     raise app.UsageError("--data_dir and --manual_dir are required (or "
                          "--from_json)")

@@ -210,17 +210,10 @@ def render(record, *, rendered_by=None):
   return "\n".join(md)
 
 
-def rerender(json_path) -> None:
-  """Renders the .md beside a results .json again, keeping hand notes."""
-  report.rerender(json_path, render, __spec__.name)
-
-
 def main(argv):
   """Runs every row and writes the tables, or renders a JSON."""
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if FLAGS.from_json:
-    return rerender(FLAGS.from_json)
+  if report.rendered_from_json(argv, render, __spec__.name):
+    return
   if not (FLAGS.data_dir and FLAGS.manual_dir):
     raise app.UsageError("--data_dir and --manual_dir are required (or "
                          "--from_json)")

@@ -10,6 +10,7 @@ import os
 import shlex
 import sys
 
+from absl import app
 from absl import flags
 
 from rs_jax import console
@@ -79,6 +80,17 @@ def rerender(json_path, render, module: str) -> None:
   write_markdown(paths.resolve(json_path).with_suffix(".md"), md,
                  keep_notes=True)
   print(md)
+
+
+def rendered_from_json(argv, render, module: str) -> bool:
+  """Refuses stray command-line arguments; with --from_json renders that
+  JSON's .md again (`rerender`) and returns True: nothing is measured."""
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS.from_json:
+    return False
+  rerender(flags.FLAGS.from_json, render, module)
+  return True
 
 
 def save_figure(fig, path, dpi: int) -> None:

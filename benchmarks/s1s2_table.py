@@ -256,17 +256,10 @@ def per_k(metrics: dict, seconds, ks) -> dict:
           "metrics": metrics}
 
 
-def rerender(json_path) -> None:
-  """Renders the .md beside a results .json again, keeping hand notes."""
-  report.rerender(json_path, render, __spec__.name)
-
-
 def main(argv):
   """Trains and tests every K and writes the table, or renders a JSON."""
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if FLAGS.from_json:
-    return rerender(FLAGS.from_json)
+  if report.rendered_from_json(argv, render, __spec__.name):
+    return
   if FLAGS.config is None:
     raise app.UsageError("--config is required (or --from_json)")
   base, bits = FLAGS.config, [int(b) for b in FLAGS.bits]

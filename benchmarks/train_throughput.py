@@ -129,17 +129,10 @@ def render(record, *, rendered_by=None) -> str:
   return "\n".join(md)
 
 
-def rerender(json_path) -> None:
-  """Renders the .md beside a results .json again, keeping hand notes."""
-  report.rerender(json_path, render, __spec__.name)
-
-
 def main(argv):
   """Measures every backbone and writes the table, or renders a JSON."""
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if FLAGS.from_json:
-    return rerender(FLAGS.from_json)
+  if report.rendered_from_json(argv, render, __spec__.name):
+    return
   report.start_console(os.path.join(tempfile.gettempdir(),
                                     "train_throughput.log"))
   rows = []

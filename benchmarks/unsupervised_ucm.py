@@ -180,10 +180,8 @@ def render(record, *, rendered_by=None):
 def main(argv):
   """Runs the baselines and the contrastive runs and writes the table, or
   renders a JSON."""
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if FLAGS.from_json:
-    return report.rerender(FLAGS.from_json, render, __spec__.name)
+  if report.rendered_from_json(argv, render, __spec__.name):
+    return
   if not (FLAGS.data_dir and FLAGS.manual_dir):
     raise app.UsageError("--data_dir and --manual_dir are required (or "
                          "--from_json)")

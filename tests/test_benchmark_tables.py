@@ -45,7 +45,7 @@ def test_s1s2_table_shows_every_metric_at_every_k(tmp_path):
   path.write_text(json.dumps(record))
   (tmp_path / path.with_suffix(".md").name).write_text(
       f"old table\n{report.NOTES}\n\nA note by hand.\n")
-  s1s2_table.rerender(path)
+  report.rerender(path, s1s2_table.render, "benchmarks.s1s2_table")
   md = path.with_suffix(".md").read_text()
   assert "old table" not in md and md.endswith("A note by hand.\n")
   sections = dict(s.split("\n", 1) for s in md.split("\n## ")[1:])
@@ -90,7 +90,7 @@ def test_milan_table_from_json(tmp_path):
                                "milan_float@16": 0.4, "lambda_1@16": 0.6})
   path = tmp_path / "milan_ucm_cpu.json"
   path.write_text(json.dumps(record))
-  milan_table.rerender(path)
+  report.rerender(path, milan_table.render, "benchmarks.milan_table")
   md = path.with_suffix(".md").read_text()
   assert "0.850 ± 0.071" in md and "0.650 ± 0.071" in md  # map, map_r
   rows = [l for l in md.splitlines() if l.startswith("| MiLaN")]
@@ -114,7 +114,7 @@ def test_anneal_table_from_json(tmp_path):
              "upper_bound": {"bits": 1e6, "map@5": 0.95}}
   path = tmp_path / "anneal_ucm_cpu.json"
   path.write_text(json.dumps(results))
-  anneal_curves.rerender(path)
+  report.rerender(path, anneal_curves.render, "benchmarks.anneal_curves")
   md = path.with_suffix(".md").read_text()
   assert "| mgue | 50.50 ± 0.71 (100 b) | 60.50 ± 0.71 (200 b) |" in md
   assert "| all pairs (upper bound) | 95.00 (1000000 b) |" in md
@@ -149,7 +149,7 @@ def test_train_throughput_table_from_json(tmp_path):
                            first_step_s=9.0, params=12_300_000)])
   path = tmp_path / "train_throughput_cpu.json"
   path.write_text(json.dumps(record))
-  train_throughput.rerender(path)
+  report.rerender(path, train_throughput.render, "benchmarks.train_throughput")
   md = path.with_suffix(".md").read_text()
   assert "| resnet18 | 12.3M | 16 | 2.000 | 8.0 | 9.0 |" in md
 
@@ -167,7 +167,7 @@ def test_multilabel_ucm_table_from_json(tmp_path):
                 seeds=[0, 1], steps=100, records=records)
   path = tmp_path / "multilabel_ucm_cpu.json"
   path.write_text(json.dumps(record))
-  multilabel_ucm.rerender(path)
+  report.rerender(path, multilabel_ucm.render, "benchmarks.multilabel_ucm")
   md = path.with_suffix(".md").read_text()
   assert md.count("## ") == len(multilabel_ucm.METRICS)
   assert "| Class head on the hash layer, sigmoid BCE (dhcnn_ucm) | " \
