@@ -100,16 +100,8 @@ def define_flags() -> None:
       "config", os.fspath(report.ROOT / "configs" / "milan_ucm.py"),
       "MiLaN config; --data_dir, --manual_dir and --steps set its fields.",
       lock_config=True)
-  flags.DEFINE_string("data_dir", None, "Prepared dataset + feature cache "
-                      "(made if missing); required unless --from_json.")
-  flags.DEFINE_string("manual_dir", None, "The UC Merced archive; required "
-                      "unless --from_json.")
-  flags.DEFINE_string("work_dir", None, "Training runs (default "
-                      "DATA_DIR/milan_runs).")
-  flags.DEFINE_string("out", os.fspath(report.RESULTS), "Results folder.")
-  flags.DEFINE_string("tag", "cpu", "File name suffix (the machine).")
-  flags.DEFINE_list("bits", ["16", "24", "32"], "Code lengths K.")
-  flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of every row.")
+  define_ucm_flags(runs="milan_runs", bits=["16", "24", "32"],
+                   seeds=["0", "1", "2"])
   flags.DEFINE_list("ablation_seeds", None, "Seeds of the ablation / study "
                     "rows (default --seeds).")
   flags.DEFINE_list("ablation_bits", None, "K of the ablation / study rows "
@@ -126,6 +118,22 @@ def define_flags() -> None:
   flags.DEFINE_string("add_to", None, "Merge the --variants rows into this "
                       "results .json (and its .md) instead of running the "
                       "whole table.")
+
+
+def define_ucm_flags(*, runs, bits, seeds, seeds_help="Seeds of every row.",
+                     archive="The UC Merced archive"):
+  """Defines the flags every UC Merced table shares: data, runs (default
+  folder DATA_DIR/`runs`), results, K, seeds and --from_json."""
+  flags.DEFINE_string("data_dir", None, "Prepared dataset + feature cache "
+                      "(made if missing); required unless --from_json.")
+  flags.DEFINE_string("manual_dir", None, f"{archive}; required unless "
+                      "--from_json.")
+  flags.DEFINE_string("work_dir", None, f"Training runs (default "
+                      f"DATA_DIR/{runs}).")
+  flags.DEFINE_string("out", os.fspath(report.RESULTS), "Results folder.")
+  flags.DEFINE_string("tag", "cpu", "File name suffix (the machine).")
+  flags.DEFINE_list("bits", bits, "Code lengths K.")
+  flags.DEFINE_list("seeds", seeds, seeds_help)
   flags.DEFINE_string("from_json", None, "Render the .md beside this results "
                       ".json again (no runs; hand notes are kept).")
 

@@ -65,22 +65,14 @@ def define_flags() -> None:
       "class_config", os.fspath(report.ROOT / "configs" / "dhcnn_ucm.py"),
       "Class-head config (multi-label); --data_dir, --manual_dir, --steps "
       "set its fields.", lock_config=True)
-  flags.DEFINE_string("data_dir", None, "Prepared dataset + feature cache "
-                      "(made if missing); required unless --from_json.")
-  flags.DEFINE_string("manual_dir", None, "The UC Merced archive with "
-                      "multilabels.tsv; required unless --from_json.")
-  flags.DEFINE_string("work_dir", None, "Training runs (default "
-                      "DATA_DIR/multilabel_runs).")
-  flags.DEFINE_string("out", os.fspath(report.RESULTS), "Results folder.")
-  flags.DEFINE_string("tag", "cpu", "File name suffix (the machine).")
-  flags.DEFINE_list("bits", ["16", "32", "64"], "Code lengths K.")
-  flags.DEFINE_list("seeds", ["0"], "Seeds of every row.")
+  milan_table.define_ucm_flags(
+      runs="multilabel_runs", bits=["16", "32", "64"], seeds=["0"],
+      archive="The UC Merced archive with multilabels.tsv")
+  flags.adopt_module_key_flags(milan_table)  # listed by --helpshort
   flags.DEFINE_integer("steps", 2000, "Training steps of MiLaN and the "
                        "class head; validation every steps / 5.")
   flags.DEFINE_bool("reuse", False, "Read finished runs (WORK_DIR/<row>_k<K>"
                     "_s<seed>) instead of training them again.")
-  flags.DEFINE_string("from_json", None, "Render the .md beside this results "
-                      ".json again (no runs; hand notes are kept).")
 
 
 def scores(codes, labels, *, metric):

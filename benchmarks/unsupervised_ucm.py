@@ -54,24 +54,16 @@ def define_flags() -> None:
       "config", os.fspath(report.ROOT / "configs" / "contrastive_ucm.py"),
       "Contrastive hashing config; --data_dir, --manual_dir and --steps set "
       "its fields.", lock_config=True)
-  flags.DEFINE_string("data_dir", None, "Prepared dataset + feature cache "
-                      "(made if missing); required unless --from_json.")
-  flags.DEFINE_string("manual_dir", None, "The UC Merced archive; required "
-                      "unless --from_json.")
-  flags.DEFINE_string("work_dir", None, "Training runs (default "
-                      "DATA_DIR/unsupervised_runs).")
-  flags.DEFINE_string("out", os.fspath(report.RESULTS), "Results folder.")
-  flags.DEFINE_string("tag", "cpu", "File name suffix (the machine).")
-  flags.DEFINE_list("bits", ["16", "32", "64"], "Code lengths K.")
-  flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the baselines.")
+  milan_table.define_ucm_flags(
+      runs="unsupervised_runs", bits=["16", "32", "64"],
+      seeds=["0", "1", "2"], seeds_help="Seeds of the baselines.")
+  flags.adopt_module_key_flags(milan_table)  # listed by --helpshort
   flags.DEFINE_list("contrastive_seeds", ["0"], "Seeds of the contrastive "
                     "runs (~6 min each on the loaded 2-core CPU).")
   flags.DEFINE_integer("steps", None, "Training steps (default: the "
                        "config's).")
   flags.DEFINE_bool("reuse", False, "Read finished runs (WORK_DIR/"
                     "contrastive_k<K>_s<seed>) instead of training again.")
-  flags.DEFINE_string("from_json", None, "Render the .md beside this results "
-                      ".json again (no runs; hand notes are kept).")
 
 
 def identity_view(x, num_views):
