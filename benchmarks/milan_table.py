@@ -138,6 +138,16 @@ def define_ucm_flags(*, runs, bits, seeds, seeds_help="Seeds of every row.",
                       ".json again (no runs; hand notes are kept).")
 
 
+def fit_baseline(name, x_tr, y_tr, x_te, bits, seed):
+  """Fits hashing baseline `name` on x_tr (labels y_tr for KSLSH only) ->
+  (codes of x_te, seconds to fit and encode)."""
+  t0 = time.perf_counter()
+  encode = baselines.fit_encoder(name, x_tr, y_tr if name == "kslsh" else None,
+                                 bits=bits, seed=seed)
+  codes = jax.block_until_ready(encode(x_te))
+  return codes, time.perf_counter() - t0
+
+
 def ints(values):
   """Returns a list flag's values as ints (None stays None)."""
   return None if values is None else [int(v) for v in values]
@@ -295,13 +305,8 @@ def run_baselines(feats, bits_list, seeds):
   for name in ("lsh", "itq", "kslsh"):
     for bits in bits_list:
       for seed in seeds:
-        t0 = time.perf_counter()
-        encode = baselines.fit_encoder(
-            name, x_tr, y_tr if name == "kslsh" else None, bits=bits,
-            seed=seed)
-        codes = jax.block_until_ready(encode(x_te))
-        records.append(dict(method=name, bits=bits, seed=seed,
-                            fit_s=time.perf_counter() - t0,
+        codes, fit_s = fit_baseline(name, x_tr, y_tr, x_te, bits, seed)
+        records.append(dict(method=name, bits=bits, seed=seed, fit_s=fit_s,
                             **retrieval_scores(codes, y_te, metric="hamming")))
         console.show(f"{name}: {records[-1]}")
       times[(name, bits)] = query_time_ms(codes)
