@@ -615,10 +615,7 @@ def main(argv):
       records=records,
       query_time_ms={f"{m}@{b}": t for (m, b), t in times.items()})
   prefix = out / f"milan_ucm_{FLAGS.tag}"
-  report.write_json(prefix.with_suffix(".json"), record)
-  md = render(record)
-  report.write_markdown(prefix.with_suffix(".md"), md, keep_notes=False)
-  print(md)
+  report.write_results(prefix, record, render, keep_notes=False)
 
 
 if __name__ == "__main__":

@@ -228,10 +228,7 @@ def main(argv):
                "dhcnn": json.loads(class_config.to_json_best_effort())},
       records=records)
   prefix = paths.resolve(FLAGS.out) / f"multilabel_ucm_{FLAGS.tag}"
-  report.write_json(prefix.with_suffix(".json"), record)
-  md = render(record)
-  report.write_markdown(prefix.with_suffix(".md"), md, keep_notes=True)
-  print(md)
+  report.write_results(prefix, record, render, keep_notes=True)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,16 @@ def rerender(json_path, render, module: str) -> None:
   print(md)
 
 
+def write_results(stem, record, render, *, keep_notes: bool) -> None:
+  """Writes `record` to STEM.json and render(record) to STEM.md (see
+  write_markdown), and prints the markdown."""
+  stem = os.fspath(stem)
+  write_json(stem + ".json", record)
+  md = render(record)
+  write_markdown(stem + ".md", md, keep_notes=keep_notes)
+  print(md)
+
+
 def rendered_from_json(argv, render, module: str) -> bool:
   """Refuses stray command-line arguments; with --from_json renders that
   JSON's .md again (`rerender`) and returns True: nothing is measured."""

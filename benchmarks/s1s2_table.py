@@ -291,10 +291,7 @@ def main(argv):
             "bits": bits, "results": results,
             "random_ranking_map": chance_map(base),
             "sheets": [report.relative(p) for p in sheets]}
-  report.write_json(prefix + ".json", record)
-  md = render(record)
-  report.write_markdown(prefix + ".md", md, keep_notes=False)
-  print(md)
+  report.write_results(prefix, record, render, keep_notes=False)
 
 
 if __name__ == "__main__":

@@ -142,10 +142,7 @@ def main(argv):
     console.show(f"{backbone}: {rows[-1]['examples_per_s']:.1f} examples/s")
   record = dict(command=report.command(__spec__.name), **environment(),
                 rows=rows)
-  report.write_json(FLAGS.out + ".json", record)
-  md = render(record)
-  report.write_markdown(FLAGS.out + ".md", md, keep_notes=False)
-  print(md)
+  report.write_results(FLAGS.out, record, render, keep_notes=False)
 
 
 if __name__ == "__main__":
