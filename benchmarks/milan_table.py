@@ -138,6 +138,17 @@ def define_ucm_flags(*, runs, bits, seeds, seeds_help="Seeds of every row.",
                       ".json again (no runs; hand notes are kept).")
 
 
+def start_ucm_run(runs: str) -> str:
+  """Checks --data_dir and --manual_dir and sends the log to WORK_DIR/log.txt
+  (WORK_DIR: --work_dir, else DATA_DIR/`runs`) -> the absolute WORK_DIR."""
+  if not (FLAGS.data_dir and FLAGS.manual_dir):
+    raise app.UsageError("--data_dir and --manual_dir are required (or "
+                         "--from_json)")
+  work = os.path.abspath(FLAGS.work_dir or os.path.join(FLAGS.data_dir, runs))
+  report.start_console(os.path.join(work, "log.txt"))
+  return work
+
+
 def fit_baseline(name, x_tr, y_tr, x_te, bits, seed):
   """Fits hashing baseline `name` on x_tr (labels y_tr for KSLSH only) ->
   (codes of x_te, seconds to fit and encode)."""
@@ -582,13 +593,8 @@ def main(argv):
   JSON."""
   if report.rendered_from_json(argv, render, __spec__.name):
     return
-  if not (FLAGS.data_dir and FLAGS.manual_dir):
-    raise app.UsageError("--data_dir and --manual_dir are required (or "
-                         "--from_json)")
   t_start = time.perf_counter()
-  work = os.path.abspath(FLAGS.work_dir or os.path.join(FLAGS.data_dir,
-                                                        "milan_runs"))
-  report.start_console(os.path.join(work, "log.txt"))
+  work = start_ucm_run("milan_runs")
   config = base_config(FLAGS.config, data_dir=FLAGS.data_dir,
                        manual_dir=FLAGS.manual_dir, steps=FLAGS.steps)
   bits, seeds = ints(FLAGS.bits), ints(FLAGS.seeds)

@@ -200,13 +200,8 @@ def main(argv):
   """Runs every row and writes the tables, or renders a JSON."""
   if report.rendered_from_json(argv, render, __spec__.name):
     return
-  if not (FLAGS.data_dir and FLAGS.manual_dir):
-    raise app.UsageError("--data_dir and --manual_dir are required (or "
-                         "--from_json)")
   t_start = time.perf_counter()
-  work = os.path.abspath(FLAGS.work_dir or os.path.join(FLAGS.data_dir,
-                                                        "multilabel_runs"))
-  report.start_console(os.path.join(work, "log.txt"))
+  work = milan_table.start_ucm_run("multilabel_runs")
   milan_config, class_config = multilabel_configs(
       FLAGS.milan_config, FLAGS.class_config, data_dir=FLAGS.data_dir,
       manual_dir=FLAGS.manual_dir, steps=FLAGS.steps)

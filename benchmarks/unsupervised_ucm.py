@@ -174,13 +174,8 @@ def main(argv):
   renders a JSON."""
   if report.rendered_from_json(argv, render, __spec__.name):
     return
-  if not (FLAGS.data_dir and FLAGS.manual_dir):
-    raise app.UsageError("--data_dir and --manual_dir are required (or "
-                         "--from_json)")
   t_start = time.perf_counter()
-  work = os.path.abspath(FLAGS.work_dir or os.path.join(
-      FLAGS.data_dir, "unsupervised_runs"))
-  report.start_console(os.path.join(work, "log.txt"))
+  work = milan_table.start_ucm_run("unsupervised_runs")
   config = milan_table.base_config(FLAGS.config, data_dir=FLAGS.data_dir,
                                    manual_dir=FLAGS.manual_dir,
                                    steps=FLAGS.steps)
