@@ -345,8 +345,10 @@ def _train_and_evaluate(config, workdir, devices) -> dict:
   writer.flush()
   ckpt.close()
   if is_main:
+    tested = ("best validation state" if best is not None
+              else f"state at step {total_steps}")
     console.show(console.metrics_line(
-        "test (best validation state):", results,
+        f"test ({tested}):", results,
         [f"test/{k}" for k in headline], strip="test/"))
     paths.write_text(workdir / "metrics.json",
                      json.dumps(results, indent=2, sort_keys=True))

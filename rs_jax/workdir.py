@@ -8,8 +8,8 @@ index builds) enters first:
   2. it compares the config with WORKDIR/config.json of an earlier run.
      Changes to fields that define the model, the data or the optimisation
      are refused, naming each field; `RESUMABLE` fields (more steps, logging
-     and checkpoint intervals, eval settings) may change, and each change is
-     appended to WORKDIR/config_changes.log.
+     and checkpoint intervals, eval settings, the raw archive's location) may
+     change, and each change is appended to WORKDIR/config_changes.log.
   3. only then it writes config.json.
 Readers (index search, `trained.load_trained`) take no lock. With several
 processes only process 0 claims the workdir. The lock is created only if
@@ -32,9 +32,10 @@ LOCK = "lock"
 CONFIG = "config.json"
 CHANGES = "config_changes.log"
 # Dotted field prefixes a resumed run may change (al.rounds: more active
-# learning rounds, the AL loop's "more steps").
+# learning rounds, the AL loop's "more steps"; data.manual_dir: where the raw
+# archive lies, read only to prepare data_dir, so a moved archive resumes).
 RESUMABLE = ("train.steps", "train.log_every", "train.checkpoint_every",
-             "eval.", "al.rounds")
+             "eval.", "al.rounds", "data.manual_dir")
 
 
 class WorkdirError(ValueError):

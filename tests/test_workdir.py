@@ -59,11 +59,13 @@ def test_resume_refuses_model_and_data_changes_and_records_the_rest(tmp_path):
         pass
     assert (tmp_path / "config.json").read_text() == saved
     assert not (tmp_path / "lock").exists()
-  with workdir_lib.claim(config(**{"train.steps": 300, "eval.every": 50}),
+  with workdir_lib.claim(config(**{"train.steps": 300, "eval.every": 50,
+                                   "data.manual_dir": "/moved/ucmerced"}),
                          tmp_path):
     pass
   log = (tmp_path / "config_changes.log").read_text()
   assert "train.steps: 150 -> 300" in log and "eval.every: 75 -> 50" in log
+  assert "data.manual_dir: '' -> '/moved/ucmerced'" in log
   assert json.loads((tmp_path / "config.json").read_text())["train"][
       "steps"] == 300
 
