@@ -476,26 +476,35 @@ def plot_tsne(panels, labels, path, seed=0):
   plt.close(fig)
 
 
+def ucm_header(record, title, *, rendered_by=None, history=()) -> list:
+  """Returns the opening markdown lines of a UC Merced table: the title,
+  the command with its time, `history` (lines on how rows were run), the
+  re-render line and the environment."""
+  md = [f"# {title}", "",
+        f"Command (`{record['total_s'] / 60:.1f}` min in all, preparation "
+        f"and feature cache {record['prepare_s']:.0f} s):", "",
+        f"    {record['command']}", "", *history]
+  if rendered_by:
+    md += [f"This file was rendered from the JSON by `{rendered_by}`.", ""]
+  return md + [f"Environment: {record['environment']}", ""]
+
+
 def render(record, *, rendered_by=None):
   """Returns the markdown of a results record (the .json's content)."""
   records, times, bits = record["records"], times_of(record), record["bits"]
   methods, seeds = methods_of(records), record["seeds"]
-  md = [f"# MiLaN and hashing baselines, UC Merced (mAP@{K_TOP})", "",
-        f"Command (`{record['total_s'] / 60:.1f}` min in all, preparation "
-        f"and feature cache {record['prepare_s']:.0f} s):", "",
-        f"    {record['command']}", ""]
+  history = []
   if record.get("command_as_run"):
-    md += ["Recorded as run:", "", f"    {record['command_as_run']}", ""]
+    history += ["Recorded as run:", "", f"    {record['command_as_run']}", ""]
   for added in record.get("added", []):
     load = added.get("environment", {}).get("load_avg")
-    md += [f"Rows {', '.join(added['variants'])} added later "
-           f"(`{added['total_s'] / 60:.1f}` min"
-           + (f", load average {load[0]:.1f}" if load else "") + ") by:", "",
-           f"    {added['command']}", ""]
-  if rendered_by:
-    md += [f"This file was rendered from the JSON by `{rendered_by}`.", ""]
+    history += [f"Rows {', '.join(added['variants'])} added later "
+                f"(`{added['total_s'] / 60:.1f}` min"
+                + (f", load average {load[0]:.1f}" if load else "") + ") by:",
+                "", f"    {added['command']}", ""]
+  md = ucm_header(record, f"MiLaN and hashing baselines, UC Merced "
+                  f"(mAP@{K_TOP})", rendered_by=rendered_by, history=history)
   md += [
-      f"Environment: {record['environment']}", "",
       "Protocol: split preset `milan` (per class 60 % train, of which 20 "
       "images are validation; 40 % test: 840 images); queries = archive = "
       "test, the query excluded; frozen EfficientNet-Lite0 ImageNet features "

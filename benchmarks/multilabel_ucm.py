@@ -161,14 +161,10 @@ def table(records, bits_list, key):
 def render(record, *, rendered_by=None):
   """Returns the markdown of a results record (the .json's content)."""
   records, bits, seeds = record["records"], record["bits"], record["seeds"]
-  md = [f"# Hashing on multi-label UC Merced (17 labels), k = {K_TOP}", "",
-        f"Command (`{record['total_s'] / 60:.1f}` min in all, preparation "
-        f"and feature cache {record['prepare_s']:.0f} s):", "",
-        f"    {record['command']}", ""]
-  if rendered_by:
-    md += [f"This file was rendered from the JSON by `{rendered_by}`.", ""]
+  md = milan_table.ucm_header(
+      record, f"Hashing on multi-label UC Merced (17 labels), k = {K_TOP}",
+      rendered_by=rendered_by)
   md += [
-      f"Environment: {record['environment']}", "",
       "Protocol: UC Merced with the 17-label annotation of Chaudhuri et al. "
       "(IEEE TGRS 2018, `multilabels.tsv`); split preset `milan` (per "
       "class of the 21, 60 % train of which 20 images are validation; 40 % "

@@ -142,14 +142,9 @@ def render(record, *, rendered_by=None):
   steps = record["config"]["train"]["steps"]
   runs = [r for r in records if r["method"] == "contrastive"]
   rates = [r["steps_per_sec"] for r in runs if r.get("steps_per_sec")]
-  md = ["# Unsupervised hashing, UC Merced (mAP@20)", "",
-        f"Command (`{record['total_s'] / 60:.1f}` min in all, preparation "
-        f"and feature cache {record['prepare_s']:.0f} s):", "",
-        f"    {record['command']}", ""]
-  if rendered_by:
-    md += [f"This file was rendered from the JSON by `{rendered_by}`.", ""]
+  md = milan_table.ucm_header(record, "Unsupervised hashing, UC Merced "
+                              "(mAP@20)", rendered_by=rendered_by)
   md += [
-      f"Environment: {record['environment']}", "",
       "Protocol: split preset `milan` (the test split of "
       "`milan_ucm_cpu.md`: 840 images, queries = archive = test, the query "
       "excluded); frozen EfficientNet-Lite0 ImageNet features (1280-d). "
