@@ -162,7 +162,7 @@ def check_config(config, num_devices: int) -> None:
     raise ValueError(
         "triplet_mined ranks `embeddings`, which with several modalities is "
         "their concatenation; use cross_modal_triplet / mse_cosine_label")
-  num_classes = num_class_outputs(config)
+  num_classes = encoder_lib.num_classes_of(config.model)
   if not isinstance(num_classes, int) or num_classes < 0:
     raise ValueError(f"model.num_classes = {num_classes!r}: must be an "
                      "integer >= 0 (0: no class head)")
@@ -179,15 +179,10 @@ def check_config(config, num_devices: int) -> None:
 CLASS_LOSSES = {"cross_entropy": "class ids", "sigmoid_bce": "multi-hot"}
 
 
-def num_class_outputs(config) -> int:
-  """Returns model.num_classes (0 in configs without a class head)."""
-  return config.model.get("num_classes", 0)
-
-
 def check_labels(config, labels) -> None:
   """Raises ValueError naming the field when the training labels (int[N]
   class ids or multi-hot [N, C]) do not fit the class head or its loss."""
-  num_classes = num_class_outputs(config)
+  num_classes = encoder_lib.num_classes_of(config.model)
   if not num_classes:
     return
   labels = np.asarray(labels)
@@ -281,11 +276,11 @@ def _train_and_evaluate(config, workdir, devices) -> dict:
   progress = console.Progress(total_steps, start)
   headline = [config.eval.select, _float_twin(config.eval.select)]
 
+  with_logits = bool(encoder_lib.num_classes_of(config.model))
   train_step = jax.jit(
       make_train_step(models, tx, schedule, loss_fn, data.stats,
                       label_key=config.data.label_key,
-                      sampler=config.train.sampler,
-                      with_logits=bool(num_class_outputs(config))),
+                      sampler=config.train.sampler, with_logits=with_logits),
       in_shardings=(replicated, batch_sharding),
       out_shardings=(replicated, replicated), donate_argnums=0)
   evaluator = evaluate.Evaluator(models, data, mesh, ks=tuple(config.eval.ks))

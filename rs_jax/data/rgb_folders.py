@@ -122,8 +122,8 @@ class _RgbFolders(base.RsBuilder, skip_registration=True):
       options = {k: v for k, v in options.items() if k != "multilabels"}
     return options
 
-  def _multilabel_table(self, manual_dir):
-    """{image stem: multi-hot} of the `multilabels` TSV, or None."""
+  def _multilabel_tsv(self, manual_dir):
+    """Returns the path of the `multilabels` TSV, or None without it."""
     name = self.options.get("multilabels")
     if not name:
       return None
@@ -133,8 +133,7 @@ class _RgbFolders(base.RsBuilder, skip_registration=True):
     if not path.is_file():
       raise FileNotFoundError(f"{path}: the multilabels TSV (option "
                               "multilabels) is missing")
-    self._item_multilabel_path = str(path)
-    return read_multilabels(path, self.MULTILABELS)
+    return path
 
   def _splits(self, manual_dir):
     root = manual_dir / "Images" if (manual_dir / "Images").is_dir() else manual_dir
@@ -143,7 +142,8 @@ class _RgbFolders(base.RsBuilder, skip_registration=True):
     for name in sorted(set(folders) - set(self.CLASSES)):
       self.invalid(folders[name], f"unknown class folder; classes are "
                    f"{list(self.CLASSES)}")
-    table = self._multilabel_table(manual_dir)
+    tsv = self._multilabel_tsv(manual_dir)
+    table = None if tsv is None else read_multilabels(tsv, self.MULTILABELS)
     items = []
     for label, name in enumerate(self.CLASSES):
       if name not in folders:
@@ -157,7 +157,7 @@ class _RgbFolders(base.RsBuilder, skip_registration=True):
           self.invalid(p, f"not an image file (accepted: {EXTENSIONS})")
         elif table is not None and p.stem not in table:
           self.invalid(p, f"no row {p.stem!r} in the multilabels TSV "
-                       f"{self._item_multilabel_path}")
+                       f"{tsv}")
         else:
           images.append(p)
       if not images:

@@ -89,8 +89,13 @@ def create_encoder(model_config, *, frozen: bool = False) -> HashEncoder:
       backbone=None if frozen else create_backbone(model_config),
       bits=model_config.bits,
       head_hidden=tuple(model_config.get("head_hidden", (1024, 512))),
-      # Absent in the configs of runs made before the class head existed.
-      num_classes=int(model_config.get("num_classes", 0)))
+      num_classes=int(num_classes_of(model_config)))
+
+
+def num_classes_of(model_config) -> int:
+  """Returns model.num_classes: 0 (no class head) where absent, as in the
+  configs of runs made before the class head existed."""
+  return model_config.get("num_classes", 0)
 
 
 def standardize(x, stats):
